@@ -1,0 +1,3 @@
+from mcts_pref.cli import main
+
+main()

@@ -1,0 +1,206 @@
+"""The transformers backend: batched step generation with a shared-prefix KV cache.
+
+Decoding a small model is memory-bandwidth bound, so one forward pass over
+many rows costs about as much as over one. Everything here is therefore
+batched: all prefixes of a call are prefilled together once, their KV cache
+is copied to the k continuation rows (the prefix is never re-encoded per
+child), rows that finish are pruned from the batch, and self-evaluation is
+one forward pass over all (question, partial solution) pairs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import torch
+
+from mcts_pref.backend import ANSWER, EOS, STEP, STEP_CAP, Step
+from mcts_pref.prompts import DEFAULT_SHOTS, format_prompt, judge_prompt, resolve_format
+from mcts_pref.tasks import is_answer_line
+
+LENGTH = "length"  # a whole solution hit its token cap (sample stage)
+
+
+class HFBackend:
+    """A :class:`mcts_pref.backend.Backend` over a transformers causal LM."""
+
+    def __init__(self, model, tokenizer, *, policy_id: str, prompt_format: str = "auto", shots=None, max_batch_rows: int = 64):
+        self.model, self.tok = model, tokenizer
+        self.policy_id = policy_id
+        self.fmt = resolve_format(prompt_format, tokenizer)
+        self.shots = DEFAULT_SHOTS if shots is None else list(shots)
+        self.max_batch_rows = max(1, max_batch_rows)
+        self.device = next(model.parameters()).device
+        self.stats = {"tokens": 0, "forward_calls": 0, "expand_calls": 0, "self_eval_calls": 0}
+
+        eos = {tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+        self.eos_ids = {e for e in eos if e is not None}
+        vocab = model.get_output_embeddings().weight.shape[0]
+        pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        self.newline = [False] * vocab
+        for i, piece in enumerate(pieces[:vocab]):
+            self.newline[i] = "\n" in piece
+        self.judge_ids = [tokenizer.encode(c, add_special_tokens=False)[0] for c in ("A", "B")]
+        params = inspect.signature(type(model).forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._add_special = self.fmt != "chat"  # a chat template writes its own special tokens
+
+    # -- prompts -----------------------------------------------------------------
+    def format_prompt(self, problem: dict) -> str:
+        return format_prompt(problem, self.tok, self.fmt, self.shots)
+
+    # -- generation --------------------------------------------------------------
+    def expand(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
+               max_step_tokens: int, seed: int | None = None) -> list[list[Step]]:
+        """``n[i]`` sampled next steps (one line each) for every prefix."""
+        self.stats["expand_calls"] += 1
+        return self._decode(prefixes, n, temperature, top_p, max_step_tokens, whole=False, seed=seed)
+
+    def complete(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
+                 max_tokens: int, seed: int | None = None) -> list[list[Step]]:
+        """``n[i]`` whole solutions per prefix: stop at an answer line, EOS, or ``max_tokens``."""
+        return self._decode(prefixes, n, temperature, top_p, max_tokens, whole=True, seed=seed)
+
+    def _chunks(self, n: Sequence[int]):
+        """Group prefix indices so that each group has at most max_batch_rows rows."""
+        group, rows = [], 0
+        for i, k in enumerate(n):
+            if group and rows + k > self.max_batch_rows:
+                yield group
+                group, rows = [], 0
+            group.append(i)
+            rows += k
+        if group:
+            yield group
+
+    def _decode(self, prefixes, n, temperature, top_p, max_new, *, whole: bool, seed):
+        if len(prefixes) != len(n):
+            raise ValueError("prefixes and n must have the same length")
+        out: list[list[Step]] = [[] for _ in prefixes]
+        for c, group in enumerate(self._chunks(n)):
+            gen = None
+            if temperature > 0:
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed((seed if seed is not None else 0) * 1_000_003 + c)
+            steps = self._decode_rows([prefixes[i] for i in group], [n[i] for i in group],
+                                      temperature, top_p, max_new, whole, gen)
+            for i, s in zip(group, steps):
+                out[i] = s
+        return out
+
+    def _forward(self, **kw):
+        self.stats["forward_calls"] += 1
+        cache = kw.pop("cache")
+        return self.model(**kw, use_cache=True, **{self._cache_kw: cache})
+
+    @torch.inference_mode()
+    def _decode_rows(self, prefixes, n, temperature, top_p, max_new, whole, gen) -> list[list[Step]]:
+        from transformers import DynamicCache
+
+        enc = self.tok(list(prefixes), return_tensors="pt", padding=True, add_special_tokens=self._add_special)
+        ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        res = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
+        cache = getattr(res, "cache", None) or res.past_key_values
+        # Shared prefix: encode once, then copy its KV rows to its k continuations.
+        expand_idx = torch.repeat_interleave(torch.arange(len(prefixes), device=self.device),
+                                             torch.tensor(list(n), device=self.device))
+        cache.batch_select_indices(expand_idx)
+        logits = res.logits[:, -1, :][expand_idx]
+        mask = mask[expand_idx]
+        next_pos = mask.sum(-1)
+
+        rows = int(expand_idx.numel())
+        active = list(range(rows))  # batch position -> row id
+        tokens: list[list[int]] = [[] for _ in range(rows)]
+        logp = [0.0] * rows
+        finish: list[str | None] = [None] * rows
+        line_start = [0] * rows
+
+        for t in range(max_new):
+            chosen, chosen_lp = self._pick(logits, temperature, top_p, gen)
+            for a, (tid, lp) in enumerate(zip(chosen.tolist(), chosen_lp.tolist())):
+                r = active[a]
+                if finish[r] is not None:
+                    continue
+                if tid in self.eos_ids:
+                    line = self.tok.decode(tokens[r][line_start[r]:])
+                    finish[r] = ANSWER if is_answer_line(line) else EOS
+                    continue
+                tokens[r].append(tid)
+                logp[r] += lp
+                self.stats["tokens"] += 1
+                if tid < len(self.newline) and self.newline[tid]:
+                    line = self.tok.decode(tokens[r][line_start[r]:])
+                    if not line.strip():
+                        continue  # a blank line is not a step; keep going
+                    if is_answer_line(line):
+                        finish[r] = ANSWER
+                    elif not whole:
+                        finish[r] = STEP
+                    line_start[r] = len(tokens[r])
+            alive = [a for a, r in enumerate(active) if finish[r] is None]
+            if not alive or t == max_new - 1:
+                break
+            if len(active) - len(alive) >= max(1, len(active) // 4):
+                sel = torch.tensor(alive, device=self.device)
+                cache.batch_select_indices(sel)
+                mask, next_pos, chosen = mask[sel], next_pos[sel], chosen[sel]
+                active = [active[a] for a in alive]
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            res = self._forward(input_ids=chosen[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                                cache=cache)
+            cache = getattr(res, "cache", None) or res.past_key_values
+            next_pos = next_pos + 1
+            logits = res.logits[:, -1, :]
+
+        steps = []
+        for r in range(rows):
+            text = self.tok.decode(tokens[r])
+            f = finish[r]
+            if f is None:
+                f = ANSWER if whole and is_answer_line(text.rsplit("\n", 1)[-1]) else (LENGTH if whole else STEP_CAP)
+            steps.append(Step(text=text, token_ids=tokens[r], logprob=logp[r], finish=f))
+        grouped, i = [], 0
+        for k in n:
+            grouped.append(steps[i:i + k])
+            i += k
+        return grouped
+
+    @staticmethod
+    def _pick(logits, temperature, top_p, gen):
+        """Next token per row and its log-prob under the untempered policy (for the prior)."""
+        logits = logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        if temperature <= 0:
+            chosen = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            if top_p < 1.0:
+                sp, si = probs.sort(dim=-1, descending=True)
+                sp[(sp.cumsum(-1) - sp) > top_p] = 0.0
+                probs = torch.zeros_like(probs).scatter_(1, si, sp)
+            chosen = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+        return chosen, logprobs.gather(1, chosen[:, None]).squeeze(1)
+
+    # -- self-evaluation ---------------------------------------------------------
+    @torch.inference_mode()
+    def self_evaluate(self, questions: Sequence[str], partials: Sequence[str]) -> list[float]:
+        """C = P(B) / (P(A) + P(B)) at the verdict position of the judgement prompt."""
+        self.stats["self_eval_calls"] += 1
+        prompts = [judge_prompt(q, p, self.tok, self.fmt) for q, p in zip(questions, partials)]
+        scores: list[float] = []
+        for i in range(0, len(prompts), self.max_batch_rows):
+            enc = self.tok(prompts[i:i + self.max_batch_rows], return_tensors="pt", padding=True,
+                           add_special_tokens=self._add_special)
+            ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            self.stats["forward_calls"] += 1
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1, :]
+            two = torch.softmax(logits.float()[:, self.judge_ids], dim=-1)
+            scores.extend(two[:, 1].tolist())
+        return scores

