@@ -10,7 +10,9 @@ one forward pass over all (question, partial solution) pairs.
 
 from __future__ import annotations
 
+import copy
 import inspect
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -20,6 +22,16 @@ from mcts_pref.prompts import DEFAULT_SHOTS, format_prompt, judge_prompt, resolv
 from mcts_pref.tasks import is_answer_line
 
 LENGTH = "length"  # a whole solution hit its token cap (sample stage)
+SENTINEL = "\ue000"  # a private-use character standing in for the question
+
+
+@dataclass
+class Header:
+    """The text every prompt of one kind starts with (system + exemplars), prefilled once."""
+
+    text: str
+    length: int  # tokens
+    cache: object  # a batch-1 DynamicCache of the header
 
 
 class HFBackend:
@@ -47,10 +59,62 @@ class HFBackend:
         params = inspect.signature(type(model).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._add_special = self.fmt != "chat"  # a chat template writes its own special tokens
+        # Every prompt starts with the same system text and exemplars, and every
+        # judgement prompt with the same instruction: prefill each once, reuse its KV.
+        probe_q = "What is 12 + 3?"
+        self.prompt_header = self._make_header(self.format_prompt({"question": SENTINEL}),
+                                               self.format_prompt({"question": probe_q}))
+        self.judge_header = self._make_header(judge_prompt(SENTINEL, "1", tokenizer, self.fmt),
+                                              judge_prompt(probe_q, "1", tokenizer, self.fmt))
 
     # -- prompts -----------------------------------------------------------------
     def format_prompt(self, problem: dict) -> str:
         return format_prompt(problem, self.tok, self.fmt, self.shots)
+
+    @torch.inference_mode()
+    def _make_header(self, template: str, probe: str) -> Header | None:
+        """The part of ``template`` before the SENTINEL, cut where tokenization is stable.
+
+        ``probe`` is the same template with a real question in place of the
+        sentinel: the header is used only if its tokens are a prefix of the
+        probe's tokens (BPE can merge across the cut, e.g. a space and a word).
+        """
+        from transformers import DynamicCache
+
+        text = template[: template.index(SENTINEL)]
+        probe_ids = self.tok(probe, add_special_tokens=self._add_special).input_ids
+        for cut in (text[: text.rfind("\n") + 1], text.rstrip()):
+            ids = self.tok(cut, add_special_tokens=self._add_special).input_ids
+            if len(ids) >= 8 and probe_ids[: len(ids)] == ids:
+                ids_t = torch.tensor([ids], device=self.device)
+                res = self._forward(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), cache=DynamicCache())
+                return Header(text=cut, length=len(ids), cache=getattr(res, "cache", None) or res.past_key_values)
+        return None  # no stable cut: prefill whole prompts instead
+
+    def _prefill(self, texts: Sequence[str], header: Header | None):
+        """One forward pass over left-padded ``texts``; returns (last logits, cache, attention mask).
+
+        With a header that every text starts with, only the rest is encoded:
+        the header's KV is copied to each row and padding sits between the
+        header and the rest, which the attention mask and positions account for.
+        """
+        from transformers import DynamicCache
+
+        if header is not None and all(t.startswith(header.text) for t in texts):
+            enc = self.tok([t[len(header.text):] for t in texts], return_tensors="pt", padding=True,
+                           add_special_tokens=False)
+            ids, smask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+            cache = copy.deepcopy(header.cache)
+            cache.batch_select_indices(torch.zeros(len(texts), dtype=torch.long, device=self.device))
+            mask = torch.cat([smask.new_ones(len(texts), header.length), smask], dim=1)
+            pos = header.length + (smask.cumsum(-1) - 1).clamp(min=0)
+        else:
+            enc = self.tok(list(texts), return_tensors="pt", padding=True, add_special_tokens=self._add_special)
+            ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache = DynamicCache()
+        res = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
+        return res.logits[:, -1, :], getattr(res, "cache", None) or res.past_key_values, mask
 
     # -- generation --------------------------------------------------------------
     def expand(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
@@ -98,19 +162,12 @@ class HFBackend:
 
     @torch.inference_mode()
     def _decode_rows(self, prefixes, n, temperature, top_p, max_new, whole, gen) -> list[list[Step]]:
-        from transformers import DynamicCache
-
-        enc = self.tok(list(prefixes), return_tensors="pt", padding=True, add_special_tokens=self._add_special)
-        ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        res = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
-        cache = getattr(res, "cache", None) or res.past_key_values
+        last, cache, mask = self._prefill(prefixes, self.prompt_header)
         # Shared prefix: encode once, then copy its KV rows to its k continuations.
         expand_idx = torch.repeat_interleave(torch.arange(len(prefixes), device=self.device),
                                              torch.tensor(list(n), device=self.device))
         cache.batch_select_indices(expand_idx)
-        logits = res.logits[:, -1, :][expand_idx]
+        logits = last[expand_idx]
         mask = mask[expand_idx]
         next_pos = mask.sum(-1)
 
@@ -195,12 +252,7 @@ class HFBackend:
         prompts = [judge_prompt(q, p, self.tok, self.fmt) for q, p in zip(questions, partials)]
         scores: list[float] = []
         for i in range(0, len(prompts), self.max_batch_rows):
-            enc = self.tok(prompts[i:i + self.max_batch_rows], return_tensors="pt", padding=True,
-                           add_special_tokens=self._add_special)
-            ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            self.stats["forward_calls"] += 1
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1, :]
+            logits, _, _ = self._prefill(prompts[i:i + self.max_batch_rows], self.judge_header)
             two = torch.softmax(logits.float()[:, self.judge_ids], dim=-1)
             scores.extend(two[:, 1].tolist())
         return scores

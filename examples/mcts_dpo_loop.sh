@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The iterated MCTS-DPO loop as a plain pipeline of mcts-pref stages.
+#
+#   round 0:  sample + evaluate the base policy on held-out problems
+#   round k:  search (policy of round k-1) -> extract-pairs -> train-dpo -> sample -> evaluate
+#
+# Every artifact lands in runs/$NAME/round-<k>/. Rerunning a killed script continues
+# where it stopped: search and sample resume their --out files, train-dpo resumes its
+# checkpoint, finished stages are skipped. Override any knob below from the environment:
+#   NAME=big ROUNDS=3 N_TRAIN=200 bash examples/mcts_dpo_loop.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d .venv ] && export PATH="$PWD/.venv/bin:$PATH"
+
+NAME=${NAME:-demo}
+MODEL=${MODEL:-default}               # HF id, local dir, or 'default' (bundled SmolLM2-135M)
+ROUNDS=${ROUNDS:-1}
+TASK=${TASK:-gym:chain_sum}           # a task the model sometimes solves
+TASK_CONFIG=${TASK_CONFIG:---config min_terms=3 --config max_terms=3 --config min_digits=1 --config max_digits=1}
+N_TRAIN=${N_TRAIN:-16}                # new training problems searched per round
+N_TEST=${N_TEST:-48}                  # fixed held-out problems, never searched
+SHOTS=${SHOTS:-2}                     # few-shot exemplars: one step per line
+# search
+ITERATIONS=${ITERATIONS:-2}           # MCTS iterations per committed step (x4 at the root)
+CHILDREN=${CHILDREN:-3}
+ROOT_CHILDREN=${ROOT_CHILDREN:-4}
+DEPTH_LIMIT=${DEPTH_LIMIT:-3}
+MAX_DEPTH=${MAX_DEPTH:-6}
+MAX_STEP_TOKENS=${MAX_STEP_TOKENS:-24}
+TEMPERATURE=${TEMPERATURE:-0.7}
+SELF_EVAL=${SELF_EVAL:-}              # --no-self-eval: the paper's outcome-only ablation
+# pairs + DPO
+MIN_MARGIN=${MIN_MARGIN:-0.0}
+LR=${LR:-2e-4}
+BETA=${BETA:-0.1}
+EPOCHS=${EPOCHS:-2}
+LORA_R=${LORA_R:-8}
+REPLAY=${REPLAY:-0}                   # 1: also train on every earlier round's pairs
+# evaluation
+EVAL_TOKENS=${EVAL_TOKENS:-96}
+SEED=${SEED:-0}
+
+RUN=runs/$NAME
+mkdir -p "$RUN/round-0"
+say() { printf '\n== %s\n' "$*" >&2; }
+
+# Problems: train and test come from different generator seeds, and any test
+# question that also appears in train is dropped, so the test set is never searched.
+if [ ! -s "$RUN/test.jsonl" ]; then
+  say "prepare $TASK"
+  # shellcheck disable=SC2086
+  mcts-pref prepare "$TASK" --size $((N_TRAIN * ROUNDS)) --seed "$SEED" $TASK_CONFIG --out "$RUN/train.jsonl.tmp"
+  # shellcheck disable=SC2086
+  mcts-pref prepare "$TASK" --size "$N_TEST" --seed $((SEED + 100000)) $TASK_CONFIG --out "$RUN/test.jsonl.tmp"
+  python3 - "$RUN" <<'PY'
+import json, sys
+run = sys.argv[1]
+train = [json.loads(l) for l in open(f"{run}/train.jsonl.tmp")]
+seen = {p["question"] for p in train}
+test = [l for l in open(f"{run}/test.jsonl.tmp") if json.loads(l)["question"] not in seen]
+open(f"{run}/test.jsonl", "w").writelines(test)
+PY
+  mv "$RUN/train.jsonl.tmp" "$RUN/train.jsonl"
+  rm -f "$RUN/test.jsonl.tmp"
+fi
+
+evaluate_policy() {  # $1 = round dir, $2.. = policy options
+  local dir=$1; shift
+  mcts-pref sample "$RUN/test.jsonl" --model "$MODEL" "$@" --shots "$SHOTS" --max-tokens "$EVAL_TOKENS" \
+    --seed "$SEED" --out "$dir/samples.jsonl"
+  mcts-pref evaluate "$dir/samples.jsonl" --out "$dir/scored.jsonl" --report "$dir/report.json"
+}
+
+if [ ! -s "$RUN/round-0/report.json" ]; then
+  say "round 0: evaluate the base policy"
+  evaluate_policy "$RUN/round-0"
+fi
+
+adapter=()
+replay=()
+for k in $(seq 1 "$ROUNDS"); do
+  R="$RUN/round-$k"
+  mkdir -p "$R"
+  say "round $k: search (policy of round $((k - 1)))"
+  mcts-pref search "$RUN/train.jsonl" --shard "$((k - 1))/$ROUNDS" --model "$MODEL" "${adapter[@]}" \
+    --shots "$SHOTS" --iterations "$ITERATIONS" --children "$CHILDREN" --root-children "$ROOT_CHILDREN" \
+    --depth-limit "$DEPTH_LIMIT" --max-depth "$MAX_DEPTH" --max-step-tokens "$MAX_STEP_TOKENS" \
+    --temperature "$TEMPERATURE" $SELF_EVAL --seed $((SEED + k)) --out "$R/trees.jsonl"
+
+  say "round $k: extract-pairs"
+  mcts-pref extract-pairs "$R/trees.jsonl" --min-margin "$MIN_MARGIN" --out "$R/pairs.jsonl"
+  if [ ! -s "$R/pairs.jsonl" ]; then
+    echo "round $k: the search produced no preference pairs; stopping (try more ITERATIONS or N_TRAIN)" >&2
+    break
+  fi
+
+  if [ ! -f "$R/adapter/adapter_model.safetensors" ]; then
+    say "round $k: train-dpo"
+    resume=()
+    [ -d "$R/adapter/checkpoint" ] && resume=(--resume)
+    # The reference stays the base model; the adapter of round k-1 is trained further.
+    mcts-pref train-dpo "${replay[@]}" "$R/pairs.jsonl" --model "$MODEL" "${adapter[@]}" --out "$R/adapter" \
+      --lr "$LR" --beta "$BETA" --epochs "$EPOCHS" --lora-r "$LORA_R" --seed "$SEED" "${resume[@]}"
+  fi
+  adapter=(--adapter "$R/adapter")
+  [ "$REPLAY" = 1 ] && replay+=("$R/pairs.jsonl")
+
+  if [ ! -s "$R/report.json" ]; then
+    say "round $k: evaluate"
+    evaluate_policy "$R" "${adapter[@]}"
+  fi
+done
+
+mcts-pref report "$RUN"
