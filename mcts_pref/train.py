@@ -1,0 +1,420 @@
+"""The `train-dpo` loop: LoRA on accelerate, cached reference, exact resume.
+
+Read top to bottom, ``train`` does: check pairs and the output dir, load the
+base once, wrap it in LoRA (or continue ``--adapter``), compute the reference
+log-probs with the adapter disabled (cached on disk), then run AdamW with a
+cosine schedule and write the adapter.
+
+The data order is a pure function of (seed, epoch, process), and a step's
+micro-batches are found from the step number alone, so a resumed run replays
+exactly the steps an uninterrupted one would; the checkpoint holds everything
+else that carries over (trainable weights, optimizer, scheduler, RNG).
+Gradient accumulation is done here rather than by accelerate so that a step
+is always ``grad_accum`` micro-batches of one epoch, weighted by pair count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+from mcts_pref.console import console
+from mcts_pref.dpo import RUN_CONTROL, DpoConfig, collate, dpo_loss, encode_pairs, load_pairs, sequence_logps
+from mcts_pref.records import MctsPrefError
+
+CHECKPOINT = "checkpoint"
+REF_CACHE = "ref_logps.pt"
+METRICS = "metrics.jsonl"
+TRAIN_CONFIG = "train_config.json"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md")
+
+
+def signature(cfg: DpoConfig, pair_hashes: list[str]) -> dict:
+    """The knobs that decide the result; a resumed run must match them."""
+    sig = {k: v for k, v in asdict(cfg).items() if k not in RUN_CONTROL + ("pairs", "out", "targets")}
+    sig["pair_sha256"] = pair_hashes
+    return sig
+
+
+def epoch_batches(n: int, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """This process's micro-batches (lists of pair indices) for one epoch.
+
+    One permutation per (seed, epoch); with several processes it is padded by
+    wrapping to a multiple of ``world`` (as torch's DistributedSampler does) so
+    every process runs the same number of equally sized micro-batches.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    perm += perm[: (-n) % world]
+    mine = perm[rank::world]
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+# --- output dir ----------------------------------------------------------------
+
+
+def _inspect_out(cfg: DpoConfig, out: Path, sig: dict) -> dict | str | None:
+    """What is in ``out``: None (start fresh), a checkpoint state (resume) or "done"."""
+    if out.exists() and not out.is_dir():
+        raise MctsPrefError(f"--out {out} is a file; train-dpo writes a directory")
+    if cfg.overwrite or not out.exists():
+        return None
+    finished = (out / "adapter_config.json").exists()
+    state_path = out / CHECKPOINT / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    if finished:
+        if not cfg.resume:
+            raise MctsPrefError(f"{out} already holds a trained adapter; pass --overwrite to replace it or choose another --out")
+        previous = json.loads((out / TRAIN_CONFIG).read_text()).get("signature") if (out / TRAIN_CONFIG).exists() else None
+        _same_run(previous, sig, out, "a finished run")
+        return "done"
+    if state is None:
+        return None
+    if not cfg.resume:
+        raise MctsPrefError(f"{out} holds an interrupted run (checkpoint at step {state['step']}); "
+                            "pass --resume to continue it or --overwrite to start over")
+    _same_run(state.get("signature"), sig, out, "its checkpoint")
+    return state
+
+
+def _same_run(previous: dict | None, sig: dict, out: Path, what: str) -> None:
+    if previous is None:
+        return
+    diff = sorted(k for k in set(previous) | set(sig) if previous.get(k) != sig.get(k))
+    if diff:
+        raise MctsPrefError(f"--resume: settings differ from {what} in {out} ({', '.join(diff)}); "
+                            "use the same settings, or --overwrite to start over")
+
+
+def _clear(out: Path) -> None:
+    for name in ADAPTER_FILES + (METRICS, TRAIN_CONFIG):
+        (out / name).unlink(missing_ok=True)
+    for name in (CHECKPOINT, CHECKPOINT + ".tmp"):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+# --- model ---------------------------------------------------------------------
+
+
+def load_trainable(cfg: DpoConfig, device: str):
+    """The base model wrapped in a trainable LoRA adapter (new, or ``--adapter`` continued)."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    from mcts_pref.policy import load_model
+
+    # The base alone: the adapter is attached below, after the k-bit preparation that
+    # would otherwise freeze it.
+    base, tokenizer = load_model(cfg.model, None, dtype=cfg.dtype, load_in_4bit=cfg.load_in_4bit,
+                                 trust_remote_code=cfg.trust_remote_code, device=device)
+    ckpt_kwargs = {"use_reentrant": False}
+    if cfg.load_in_4bit:
+        for module in base.modules():
+            # bitsandbytes repacks 4-bit weights on CPU for inference on its first eval-mode,
+            # no-grad forward (the reference pass) and from then on multiplies with a kernel
+            # that has no backward: gradients to earlier layers would be silently wrong.
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                               gradient_checkpointing_kwargs=ckpt_kwargs)
+    elif cfg.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt_kwargs)
+    if cfg.adapter:
+        model = PeftModel.from_pretrained(base, cfg.adapter, is_trainable=True)
+    else:
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=cfg.targets, bias="none", task_type="CAUSAL_LM")
+        try:
+            model = get_peft_model(base, lora)
+        except ValueError as e:
+            raise MctsPrefError(f"LoRA: {e} (set --lora-targets to module names of this model)") from None
+    return model, tokenizer
+
+
+# --- reference log-probs -------------------------------------------------------
+
+
+def _cache_key(cfg: DpoConfig, encoded: list[dict], model, mixed_precision: str) -> str:
+    h = hashlib.sha256()
+    base = model.get_base_model()
+    meta = {"model": cfg.model, "path": str(getattr(base.config, "_name_or_path", "")), "dtype": cfg.dtype,
+            "param_dtype": str(base.dtype), "load_in_4bit": cfg.load_in_4bit, "mixed_precision": mixed_precision}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    for enc in encoded:  # the token ids cover pair contents, tokenizer and truncation at once
+        h.update(json.dumps([enc["prompt"], enc["chosen"], enc["rejected"]]).encode())
+    return h.hexdigest()
+
+
+def _compute_reference(model, encoded: list[dict], batch_size: int, pad_id: int, accelerator) -> dict:
+    import torch
+
+    n = len(encoded)
+    chosen, rejected = torch.zeros(n), torch.zeros(n)
+    chosen_tokens, rejected_tokens = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    progress = _progress(accelerator)
+    with progress, torch.no_grad(), model.disable_adapter(), accelerator.autocast():
+        task = progress.add_task("reference log-probs", total=n, stats="")
+        for start in range(0, n, batch_size):
+            idx = list(range(start, min(n, start + batch_size)))
+            logps, counts = sequence_logps(model, collate([encoded[i] for i in idx], pad_id))
+            b = len(idx)
+            chosen[idx], rejected[idx] = logps[:b].cpu(), logps[b:].cpu()
+            chosen_tokens[idx], rejected_tokens[idx] = counts[:b].cpu(), counts[b:].cpu()
+            progress.advance(task, b)
+    model.train(was_training)
+    return {"chosen": chosen, "rejected": rejected, "chosen_tokens": chosen_tokens, "rejected_tokens": rejected_tokens}
+
+
+def reference_logps(model, encoded, cfg: DpoConfig, accelerator, out: Path, pad_id: int) -> dict:
+    """Reference (adapter disabled) log-probs of every pair, from OUT/ref_logps.pt when it matches."""
+    import torch
+
+    key = _cache_key(cfg, encoded, model, accelerator.mixed_precision)
+    path = out / REF_CACHE
+    with accelerator.main_process_first():  # main computes and writes; the others then read
+        if path.exists():
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if cached.get("key") == key:
+                _say(accelerator, f"reference log-probs: reusing {path}")
+                return cached
+        ref = _compute_reference(model, encoded, cfg.batch_size, pad_id, accelerator)
+        if accelerator.is_main_process:
+            torch.save({"key": key, **ref}, path)
+        return ref
+
+
+# --- checkpoints ---------------------------------------------------------------
+
+
+def _rng_state() -> dict:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, sig: dict, accelerator) -> None:
+    """Write OUT/checkpoint atomically (build checkpoint.tmp, then swap)."""
+    import torch
+    from safetensors.torch import save_file
+
+    tmp, final = out / (CHECKPOINT + ".tmp"), out / CHECKPOINT
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(weights, str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "signature": sig}, indent=1))
+    accelerator.wait_for_everyone()
+    torch.save(_rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(out: Path, model, optimizer, scheduler, accelerator) -> int:
+    import torch
+    from safetensors.torch import load_file
+
+    ckpt = out / CHECKPOINT
+    weights = load_file(str(ckpt / "trainable.safetensors"))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != set(params):
+        raise MctsPrefError(f"{ckpt}: trainable weights do not match this model; use --overwrite to start over")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(weights[name])
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
+    rng = ckpt / f"rng_{accelerator.process_index}.pt"
+    if rng.exists():
+        _set_rng_state(torch.load(rng, weights_only=False))
+    return json.loads((ckpt / "state.json").read_text())["step"]
+
+
+# --- the loop ------------------------------------------------------------------
+
+
+def _progress(accelerator):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=console,
+                    disable=not accelerator.is_main_process)
+
+
+def _write_train_config(out: Path, cfg: DpoConfig, files, sig: dict, extra: dict) -> None:
+    import peft
+    import torch
+    import transformers
+
+    from mcts_pref import __version__
+
+    record = {"v": 1, "base_model": cfg.model, "adapter": cfg.adapter, "config": asdict(cfg),
+              "pairs": [asdict(f) for f in files], "signature": sig, **extra,
+              "versions": {"mcts_pref": __version__, "torch": torch.__version__,
+                           "transformers": transformers.__version__, "peft": peft.__version__}}
+    (out / TRAIN_CONFIG).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def train(cfg: DpoConfig) -> None:
+    pairs, files = load_pairs(cfg.pairs, cfg.label_smoothing)
+    if cfg.adapter and not (Path(cfg.adapter) / "adapter_config.json").exists():
+        raise MctsPrefError(f"--adapter {cfg.adapter}: no adapter_config.json there (expected a train-dpo output dir)")
+    out = Path(cfg.out)
+    if cfg.adapter and Path(cfg.adapter).resolve() == out.resolve():
+        raise MctsPrefError("--out must differ from --adapter: write the continued adapter to a new dir")
+    sig = signature(cfg, [f.sha256 for f in files])
+    state = _inspect_out(cfg, out, sig)
+    if state == "done":
+        console.print(f"{out} already holds the finished adapter of this run; nothing to do")
+        return
+
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_cosine_schedule_with_warmup
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise MctsPrefError("--device cuda: no CUDA device is available here")
+    on_cuda = cfg.device != "cpu" and torch.cuda.is_available()
+    mixed = "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "no"
+    accelerator = Accelerator(cpu=not on_cuda, mixed_precision=mixed)
+    if accelerator.is_main_process:
+        if out.exists() and (cfg.overwrite or state is None):
+            _clear(out)
+        out.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    set_seed(cfg.seed)  # before LoRA init, so the initial adapter is a function of the seed
+
+    model, tokenizer = load_trainable(cfg, str(accelerator.device))
+    encoded = encode_pairs(tokenizer, pairs, cfg.max_length, cfg.terminal_eos)
+    pad_id = tokenizer.pad_token_id
+    ref = reference_logps(model, encoded, cfg, accelerator, out, pad_id)
+
+    n, world, rank = len(encoded), accelerator.num_processes, accelerator.process_index
+    n_micro = len(epoch_batches(n, 0, cfg.seed, cfg.batch_size, rank, world))
+    steps_per_epoch = math.ceil(n_micro / cfg.grad_accum)
+    total = steps_per_epoch * cfg.epochs
+    stop_at = min(total, cfg.max_steps or total)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Not passed to accelerator.prepare: it would step num_processes times per call,
+    # while `total` already counts steps over the whole (sharded) run.
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+
+    start = 0
+    metrics_path = out / METRICS
+    if isinstance(state, dict):
+        start = load_checkpoint(out, unwrapped, optimizer, scheduler, accelerator)
+        _say(accelerator, f"resuming from {out / CHECKPOINT} at step {start} of {total}")
+        if accelerator.is_main_process and metrics_path.exists():  # drop rows of steps that will be redone
+            rows = [r for r in metrics_path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= start]
+            metrics_path.write_text("".join(r + "\n" for r in rows))
+    elif accelerator.is_main_process:
+        metrics_path.write_text("")
+
+    dev = accelerator.device
+    model.train()
+    batches: dict[int, list[list[int]]] = {}
+    t_start = time.perf_counter()
+    with _progress(accelerator) as progress:
+        task = progress.add_task("train-dpo", total=total, completed=start, stats="")
+        for step in range(start, stop_at):
+            epoch, k = divmod(step, steps_per_epoch)
+            if epoch not in batches:
+                batches = {epoch: epoch_batches(n, epoch, cfg.seed, cfg.batch_size, rank, world)}
+            group = batches[epoch][k * cfg.grad_accum : (k + 1) * cfg.grad_accum]
+            n_group = sum(len(mb) for mb in group)
+            t0 = time.perf_counter()
+            sums = torch.zeros(7, device=dev)  # loss, acc, margin, chosen r, rejected r, eps, pairs
+            for j, mb in enumerate(group):
+                batch = collate([encoded[i] for i in mb], pad_id)
+                b, idx = len(mb), torch.tensor(mb)
+                sync = nullcontext() if j == len(group) - 1 else accelerator.no_sync(model)
+                with sync:
+                    logps, counts = sequence_logps(model, batch)
+                    res = dpo_loss(
+                        logps[:b], logps[b:], ref["chosen"][idx].to(dev), ref["rejected"][idx].to(dev),
+                        beta=cfg.beta, label_smoothing=batch["eps"].to(dev), loss_type=cfg.loss,
+                        chosen_tokens=counts[:b] if cfg.length_norm else None,
+                        rejected_tokens=counts[b:] if cfg.length_norm else None,
+                    )
+                    accelerator.backward(res.loss * (b / n_group))
+                sums += b * torch.stack([res.loss.detach(), res.reward_acc, res.margin, res.chosen_rewards.mean(),
+                                         res.rejected_rewards.mean(), batch["eps"].mean().to(dev), torch.tensor(1.0, device=dev)])
+            grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            sums = accelerator.reduce(sums, reduction="sum")
+            m = (sums[:6] / sums[6]).tolist()
+            row = {"step": step + 1, "epoch": epoch + (k + 1) / steps_per_epoch, "loss": m[0], "reward_acc": m[1],
+                   "margin": m[2], "chosen_reward": m[3], "rejected_reward": m[4], "eps": m[5], "lr": lr,
+                   "grad_norm": float(grad_norm), "seconds": time.perf_counter() - t0}
+            if accelerator.is_main_process:
+                _log_metrics(metrics_path, row)
+            progress.update(task, advance=1, stats=f"loss {m[0]:.4f}  acc {m[1]:.2f}")
+            if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (step + 1 == stop_at < total):
+                save_checkpoint(out, step + 1, unwrapped, optimizer, scheduler, sig, accelerator)
+
+    extra = {"n_pairs": n, "steps": total, "steps_per_epoch": steps_per_epoch, "steps_done": stop_at,
+             "seconds": round(time.perf_counter() - t_start, 3), "finished": stop_at == total}
+    if accelerator.is_main_process:
+        if stop_at == total:
+            unwrapped.save_pretrained(str(out))
+        _write_train_config(out, cfg, files, sig, extra)
+    accelerator.wait_for_everyone()
+    if stop_at < total:
+        _say(accelerator, f"stopped at step {stop_at} of {total} (--max-steps); rerun with --resume to finish")
+    else:
+        _say(accelerator, f"adapter written to {out} ({total} steps, {n} pairs)")
+
+
+def _say(accelerator, msg: str) -> None:
+    if accelerator.is_main_process:
+        console.print(msg)
+
+
+def _log_metrics(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
