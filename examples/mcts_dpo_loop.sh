@@ -14,11 +14,11 @@ cd "$(dirname "$0")/.."
 
 NAME=${NAME:-demo}
 MODEL=${MODEL:-default}               # HF id, local dir, or 'default' (bundled SmolLM2-135M)
-ROUNDS=${ROUNDS:-1}
+ROUNDS=${ROUNDS:-2}
 TASK=${TASK:-gym:chain_sum}           # a task the model sometimes solves
 TASK_CONFIG=${TASK_CONFIG:---config min_terms=3 --config max_terms=3 --config min_digits=1 --config max_digits=1}
-N_TRAIN=${N_TRAIN:-16}                # new training problems searched per round
-N_TEST=${N_TEST:-48}                  # fixed held-out problems, never searched
+N_TRAIN=${N_TRAIN:-32}                # new training problems searched per round
+N_TEST=${N_TEST:-100}                 # fixed held-out problems, never searched
 SHOTS=${SHOTS:-2}                     # few-shot exemplars: one step per line
 # search
 ITERATIONS=${ITERATIONS:-2}           # MCTS iterations per committed step (x4 at the root)
@@ -96,11 +96,9 @@ for k in $(seq 1 "$ROUNDS"); do
 
   if [ ! -f "$R/adapter/adapter_model.safetensors" ]; then
     say "round $k: train-dpo"
-    resume=()
-    [ -d "$R/adapter/checkpoint" ] && resume=(--resume)
     # The reference stays the base model; the adapter of round k-1 is trained further.
     mcts-pref train-dpo "${replay[@]}" "$R/pairs.jsonl" --model "$MODEL" "${adapter[@]}" --out "$R/adapter" \
-      --lr "$LR" --beta "$BETA" --epochs "$EPOCHS" --lora-r "$LORA_R" --seed "$SEED" "${resume[@]}"
+      --lr "$LR" --beta "$BETA" --epochs "$EPOCHS" --lora-r "$LORA_R" --seed "$SEED" --save-every 10 --resume
   fi
   adapter=(--adapter "$R/adapter")
   [ "$REPLAY" = 1 ] && replay+=("$R/pairs.jsonl")

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
+import warnings
 
 import typer
 from rich.console import Console
 
 from mcts_pref.records import MctsPrefError
+
+# Library chatter that says nothing actionable to our users: bitsandbytes
+# on CPUs with AVX512-BF16 tries an optional hub kernel package at import, and
+# peft calls a transformers method that transformers 5 renamed.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 # Records go to stdout; everything for humans (progress, tables, warnings) to stderr,
 # so `mcts-pref stage ... > out.jsonl` pipelines stay clean.

@@ -72,11 +72,14 @@ def collect(run: Path) -> list[dict]:
 
 
 def render(rows: list[dict], console) -> None:
+    from rich import box
     from rich.table import Table
 
-    t = Table(title="MCTS-DPO run", title_justify="left")
-    for col in ("stage", "accuracy", "95% CI", "n", "trees (correct)", "pairs", "search tok", "train s", "eval tok"):
-        t.add_column(col, justify="left" if col == "stage" else "right")
+    t = Table(title="MCTS-DPO run", title_justify="left", box=box.SIMPLE_HEAD)
+    t.caption = "trees: searched (committed path correct); search, eval: generated tokens; train: seconds"
+    t.caption_justify = "left"
+    for col in ("stage", "acc", "95% CI", "n", "trees", "pairs", "search", "train", "eval"):
+        t.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
         ci = "-" if not r["ci95"] else f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f}"
@@ -128,6 +131,7 @@ def command(
     if json_out:
         print(json.dumps(rows, indent=2))
     else:
-        render(rows, Console())
+        console = Console()
+        render(rows, console if console.is_terminal else Console(width=100))
     if plot_path:
         plot(rows, plot_path)
