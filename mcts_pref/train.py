@@ -26,7 +26,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mcts_pref.console import console
-from mcts_pref.dpo import RUN_CONTROL, DpoConfig, collate, dpo_loss, encode_pairs, load_pairs, sequence_logps
+from mcts_pref.dpo import (
+    RUN_CONTROL, DpoConfig, collate, dpo_loss, encode_pairs, load_pairs, sequence_logps, shared_prefix_logps,
+)
 from mcts_pref.records import MctsPrefError
 
 CHECKPOINT = "checkpoint"
@@ -153,7 +155,15 @@ def _cache_key(cfg: DpoConfig, encoded: list[dict], model, mixed_precision: str)
     return h.hexdigest()
 
 
-def _compute_reference(model, encoded: list[dict], batch_size: int, pad_id: int, accelerator) -> dict:
+def pick_logps(cfg: DpoConfig, accelerator):
+    """Encode each prompt once when we can: one process, no gradient checkpointing."""
+    if accelerator.num_processes == 1 and not cfg.gradient_checkpointing:
+        return shared_prefix_logps
+    return sequence_logps
+
+
+def _compute_reference(model, encoded: list[dict], batch_size: int, pad_id: int, accelerator,
+                       logps_fn=sequence_logps) -> dict:
     import torch
 
     n = len(encoded)
@@ -166,7 +176,7 @@ def _compute_reference(model, encoded: list[dict], batch_size: int, pad_id: int,
         task = progress.add_task("reference log-probs", total=n, stats="")
         for start in range(0, n, batch_size):
             idx = list(range(start, min(n, start + batch_size)))
-            logps, counts = sequence_logps(model, collate([encoded[i] for i in idx], pad_id))
+            logps, counts = logps_fn(model, collate([encoded[i] for i in idx], pad_id))
             b = len(idx)
             chosen[idx], rejected[idx] = logps[:b].cpu(), logps[b:].cpu()
             chosen_tokens[idx], rejected_tokens[idx] = counts[:b].cpu(), counts[b:].cpu()
@@ -187,7 +197,7 @@ def reference_logps(model, encoded, cfg: DpoConfig, accelerator, out: Path, pad_
             if cached.get("key") == key:
                 _say(accelerator, f"reference log-probs: reusing {path}")
                 return cached
-        ref = _compute_reference(model, encoded, cfg.batch_size, pad_id, accelerator)
+        ref = _compute_reference(model, encoded, cfg.batch_size, pad_id, accelerator, pick_logps(cfg, accelerator))
         if accelerator.is_main_process:
             torch.save({"key": key, **ref}, path)
         return ref
@@ -339,6 +349,7 @@ def train(cfg: DpoConfig) -> None:
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
+    logps_fn = pick_logps(cfg, accelerator)
 
     start = 0
     metrics_path = out / METRICS
@@ -370,7 +381,7 @@ def train(cfg: DpoConfig) -> None:
                 b, idx = len(mb), torch.tensor(mb)
                 sync = nullcontext() if j == len(group) - 1 else accelerator.no_sync(model)
                 with sync:
-                    logps, counts = sequence_logps(model, batch)
+                    logps, counts = logps_fn(model, batch)
                     res = dpo_loss(
                         logps[:b], logps[b:], ref["chosen"][idx].to(dev), ref["rejected"][idx].to(dev),
                         beta=cfg.beta, label_smoothing=batch["eps"].to(dev), loss_type=cfg.loss,

@@ -380,3 +380,26 @@ def test_train_dpo_qlora_4bit_on_cpu(pair_file, tmp_path, default_model_dir):
     rows = read_jsonl(out / "metrics.jsonl")
     assert len(rows) == 2 and all(math.isfinite(x["loss"]) for x in rows)
     assert (out / "adapter_model.safetensors").exists()
+
+
+def test_shared_prefix_logps_match_two_full_sequences(tiny):
+    """Encoding each prompt once (KV copied to chosen and rejected) changes no number, nor the gradient."""
+    from mcts_pref.dpo import shared_prefix_logps
+
+    model, tok = tiny
+    pairs = [{**p, "eps": 0.0} for p in _pairs(3)]
+    pairs[1]["prompt"] = "A much longer question so that the rows need padding: what is 3 + 6?\n"
+    pairs[2]["chosen_terminal"] = True
+    batch = collate(encode_pairs(tok, pairs, max_length=128), pad_id=tok.pad_token_id)
+    grads = []
+    for fn in (sequence_logps, shared_prefix_logps):
+        model.zero_grad()
+        sums, counts = fn(model, batch)
+        sums.sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        if fn is sequence_logps:
+            ref_sums, ref_counts = sums.detach(), counts
+    assert torch.equal(counts, ref_counts)
+    assert torch.allclose(sums.detach(), ref_sums, atol=1e-4)
+    assert torch.allclose(grads[0], grads[1], atol=1e-4)
+    model.zero_grad(set_to_none=True)
