@@ -63,7 +63,7 @@ def collect(run: Path) -> list[dict]:
             "search_tokens": sum(int(t.get("stats", {}).get("tokens", 0)) for t in trees),
             "search_s": sum(float(t.get("stats", {}).get("wall_s", 0.0)) for t in trees),
             "sample_tokens": sum(int(s.get("n_tokens", 0)) for s in samples),
-            "train_s": float(metrics[-1].get("seconds", 0.0)) if metrics else 0.0,
+            "train_s": sum(float(m.get("seconds", 0.0)) for m in metrics),  # seconds per optimizer step
             "train_steps": int(metrics[-1].get("step", 0)) if metrics else 0,
         })
     if not rows:

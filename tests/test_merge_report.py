@@ -63,11 +63,14 @@ def test_report_table_json_and_plot(tmp_path):
         write_jsonl(d / "samples.jsonl", [{"n_tokens": 10}, {"n_tokens": 5}])
     write_jsonl(run / "round-1" / "trees.jsonl", [{"correct": True, "stats": {"tokens": 100, "wall_s": 2.0}}])
     write_jsonl(run / "round-1" / "pairs.jsonl", [{"prompt": "a"}] * 3)
+    (run / "round-1" / "adapter").mkdir()
+    write_jsonl(run / "round-1" / "adapter" / "metrics.jsonl", [{"step": 1, "seconds": 2.0}, {"step": 2, "seconds": 3.5}])
     r = runner.invoke(app, ["report", str(run), "--json"])
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
     assert [x["name"] for x in rows] == ["round-0", "round-1"]
     assert rows[1]["pairs"] == 3 and rows[1]["search_tokens"] == 100 and rows[0]["sample_tokens"] == 15
+    assert rows[1]["train_s"] == 5.5 and rows[1]["train_steps"] == 2
     r = runner.invoke(app, ["report", str(run)])
     assert r.exit_code == 0 and "50.0%" in r.stdout
     r = runner.invoke(app, ["report", str(tmp_path / "nope")])
