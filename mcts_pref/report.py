@@ -61,6 +61,8 @@ def collect(run: Path) -> list[dict]:
             "trees_correct": sum(1 for t in trees if t.get("correct")),
             "pairs": len(_jsonl(d / "pairs.jsonl")) if (d / "pairs.jsonl").exists() else None,
             "search_tokens": sum(int(t.get("stats", {}).get("tokens", 0)) for t in trees),
+            # A baseline's training data comes from sampling instead of search.
+            "data_sample_tokens": sum(int(s.get("n_tokens", 0)) for s in _jsonl(d / "train_samples.jsonl")),
             "search_s": sum(float(t.get("stats", {}).get("wall_s", 0.0)) for t in trees),
             "sample_tokens": sum(int(s.get("n_tokens", 0)) for s in samples),
             "train_s": sum(float(m.get("seconds", 0.0)) for m in metrics),  # seconds per optimizer step
@@ -76,16 +78,17 @@ def render(rows: list[dict], console) -> None:
     from rich.table import Table
 
     t = Table(title="MCTS-DPO run", title_justify="left", box=box.SIMPLE_HEAD)
-    t.caption = "trees: searched (committed path correct); search, eval: generated tokens; train: seconds"
+    t.caption = ("trees: searched (committed path correct); data: tokens generated for training data "
+                 "(search, or sampling for a baseline); eval: tokens of the test samples; train: seconds")
     t.caption_justify = "left"
-    for col in ("stage", "acc", "95% CI", "n", "trees", "pairs", "search", "train", "eval"):
+    for col in ("stage", "acc", "95% CI", "n", "trees", "pairs", "data", "train", "eval"):
         t.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
     for r in rows:
         acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
         ci = "-" if not r["ci95"] else f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f}"
         trees = f"{r['trees']} ({r['trees_correct']})" if r["trees"] else "-"
         t.add_row(r["name"], acc, ci, str(r["n"] or "-"), trees, "-" if r["pairs"] is None else str(r["pairs"]),
-                  f"{r['search_tokens']:,}" if r["search_tokens"] else "-",
+                  f"{r['search_tokens'] + r['data_sample_tokens']:,}" if r["search_tokens"] + r["data_sample_tokens"] else "-",
                   f"{r['train_s']:.0f}" if r["train_s"] else "-", f"{r['sample_tokens']:,}" if r["sample_tokens"] else "-")
     console.print(t)
 
@@ -103,13 +106,13 @@ def plot(rows: list[dict], path: Path) -> None:
     acc = [100 * (r["accuracy"] or 0) for r in rows]
     err = [[100 * ((r["accuracy"] or 0) - r["ci95"][0]) if r["ci95"] else 0 for r in rows],
            [100 * (r["ci95"][1] - (r["accuracy"] or 0)) if r["ci95"] else 0 for r in rows]]
-    ax1.errorbar(range(len(rows)), acc, yerr=err, marker="o", capsize=4)
+    ax1.errorbar(range(len(rows)), acc, yerr=err, fmt="o", capsize=4)
     ax1.set_xticks(range(len(rows)), names, rotation=30)
     ax1.set_ylabel("held-out accuracy (%)")
     ax1.set_title("accuracy per stage (95% CI)")
-    search = [r["search_tokens"] / 1e3 for r in rows]
+    search = [(r["search_tokens"] + r["data_sample_tokens"]) / 1e3 for r in rows]
     sample = [r["sample_tokens"] / 1e3 for r in rows]
-    ax2.bar(names, search, label="search tokens (k)")
+    ax2.bar(names, search, label="training-data tokens (k)")
     ax2.bar(names, sample, bottom=search, label="eval sample tokens (k)")
     ax2.set_title("compute per stage")
     ax2.legend()

@@ -13,34 +13,38 @@ RUN=runs/$NAME
 # 1. The MCTS-DPO loop (round 0 = base policy, rounds 1..ROUNDS).
 bash examples/mcts_dpo_loop.sh
 
-# 2. The baseline: instance-level pairs (one correct vs one wrong whole solution)
-#    from samples of the same round-1 training problems, k chosen so that sampling
-#    generates about as many tokens as round 1's search did.
-B=$RUN/baseline-1
-mkdir -p "$B"
-python3 - "$RUN" "$ROUNDS" "$B" <<'PY'
+# 2. The baseline, iterated the same way: each round, instance-level pairs (one
+#    correct vs one wrong whole solution) from samples of that round's training
+#    problems by the previous baseline policy, k chosen so that sampling generates
+#    about as many tokens as that round's search did; train-dpo continues the adapter.
+adapter=()
+for k in $(seq 1 "$ROUNDS"); do
+  B=$RUN/baseline-$k
+  mkdir -p "$B"
+  python3 - "$RUN" "$ROUNDS" "$k" "$B" <<'PY'
 import json, sys
-run, rounds, b = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+run, rounds, k, b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 train = [json.loads(l) for l in open(f"{run}/train.jsonl")]
-mine = [p for i, p in enumerate(train) if i % rounds == 0]          # round 1's shard
+mine = [p for i, p in enumerate(train) if i % rounds == k - 1]     # round k's shard
 open(f"{b}/train.jsonl", "w").writelines(json.dumps(p) + "\n" for p in mine)
-trees = [json.loads(l) for l in open(f"{run}/round-1/trees.jsonl")]
+trees = [json.loads(l) for l in open(f"{run}/round-{k}/trees.jsonl")]
 search_tokens = sum(t["stats"]["tokens"] for t in trees)
-per_sample = 30  # measured mean tokens of one whole solution at T=0.7
-k = max(2, round(search_tokens / (len(mine) * per_sample)))
-open(f"{b}/k", "w").write(str(k))
-print(f"baseline: {len(mine)} problems, search used {search_tokens} tokens -> k = {k}", file=sys.stderr)
+per_sample = 18  # measured: mean tokens of one whole solution at T=0.7 (11,747 tokens / 640 samples)
+n = max(2, round(search_tokens / (len(mine) * per_sample)))
+open(f"{b}/k", "w").write(str(n))
+print(f"baseline round {k}: {len(mine)} problems, search used {search_tokens} tokens -> k = {n}", file=sys.stderr)
 PY
-K=$(cat "$B/k")
-mcts-pref sample "$B/train.jsonl" -k "$K" --temperature 0.7 --top-p 0.95 --max-tokens 96 --seed 1 --out "$B/train_samples.jsonl"
-mcts-pref evaluate "$B/train_samples.jsonl" --out "$B/train_scored.jsonl" --report "$B/train_report.json"
-mcts-pref instance-pairs "$B/train_scored.jsonl" --out "$B/pairs.jsonl"
-if [ ! -f "$B/adapter/adapter_model.safetensors" ]; then
-  resume=(); [ -d "$B/adapter/checkpoint" ] && resume=(--resume)
-  mcts-pref train-dpo "$B/pairs.jsonl" --model default --out "$B/adapter" --lr "$LR" --beta "$BETA" --epochs "$EPOCHS" "${resume[@]}"
-fi
-mcts-pref sample "$RUN/test.jsonl" --adapter "$B/adapter" --max-tokens 96 --out "$B/samples.jsonl"
-mcts-pref evaluate "$B/samples.jsonl" --out "$B/scored.jsonl" --report "$B/report.json"
+  mcts-pref sample "$B/train.jsonl" --model default "${adapter[@]}" -k "$(cat "$B/k")" --temperature 0.7 --top-p 0.95 \
+    --max-tokens 96 --seed "$k" --out "$B/train_samples.jsonl"
+  mcts-pref evaluate "$B/train_samples.jsonl" --out "$B/train_scored.jsonl" --report "$B/train_report.json"
+  mcts-pref instance-pairs "$B/train_scored.jsonl" --out "$B/pairs.jsonl"
+  mcts-pref train-dpo "$B/pairs.jsonl" --model default "${adapter[@]}" --out "$B/adapter" \
+    --lr "$LR" --beta "$BETA" --epochs "$EPOCHS" --save-every 10 --resume
+  adapter=(--adapter "$B/adapter")
+  mcts-pref sample "$RUN/test.jsonl" "${adapter[@]}" --max-tokens 96 --out "$B/samples.jsonl"
+  mcts-pref evaluate "$B/samples.jsonl" --out "$B/scored.jsonl" --report "$B/report.json"
+done
 
 mcts-pref report "$RUN" --plot "$RUN/report.png"
 mcts-pref report "$RUN" --json > "$RUN/report_rows.json"
+python3 experiments/chain_sum/analyze.py "$RUN"
