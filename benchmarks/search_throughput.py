@@ -4,8 +4,8 @@
     python benchmarks/search_throughput.py --problems train.jsonl --limit 32 --batch-trees 1,4,16
 
 Modes:
-  naive       one tree at a time, and every sampled step and every self-evaluation
-              its own backend call (what a straightforward per-node loop does)
+  naive       one tree at a time, every sampled step and every self-evaluation its
+              own backend call, every prefix encoded whole (the paper code's way)
   batch=B     B trees in flight; each round is one expand and one self_evaluate call
 
 Prints wall time, generated tokens, tokens/s and backend calls per mode to stdout.
@@ -45,7 +45,22 @@ class Unbatched:
     def format_prompt(self, problem):
         return self.inner.format_prompt(problem)
 
+    def _full_prefill(self, on: bool):
+        """The naive way re-encodes every prefix whole: no reuse of the exemplar header's KV."""
+        if on:
+            self._saved = (self.inner.prompt_header, self.inner.judge_header)
+            self.inner.prompt_header = self.inner.judge_header = None
+        else:
+            self.inner.prompt_header, self.inner.judge_header = self._saved
+
     def expand(self, prefixes, n, *, seed=None, **kw):
+        self._full_prefill(True)
+        try:
+            return self._expand(prefixes, n, seed=seed, **kw)
+        finally:
+            self._full_prefill(False)
+
+    def _expand(self, prefixes, n, *, seed=None, **kw):
         out = []
         for i, (prefix, k) in enumerate(zip(prefixes, n)):
             steps = []
@@ -58,7 +73,11 @@ class Unbatched:
 
     def self_evaluate(self, questions, partials):
         self.calls += len(partials)
-        return [self.inner.self_evaluate([q], [p])[0] for q, p in zip(questions, partials)]
+        self._full_prefill(True)
+        try:
+            return [self.inner.self_evaluate([q], [p])[0] for q, p in zip(questions, partials)]
+        finally:
+            self._full_prefill(False)
 
 
 class Counting:

@@ -59,3 +59,18 @@ def test_sample_then_evaluate_real_smollm2(easy_problems, tmp_path, default_mode
     r = runner.invoke(app, ["evaluate", str(out), "--out", str(scored)])
     assert r.exit_code == 0, r.output
     assert all("correct" in x for x in read_records(scored, "sample"))
+
+
+@pytest.mark.slow
+def test_sample_with_4bit_weights_on_cpu(tiny_model_dir, easy_problems, tmp_path):
+    """--load-in-4bit (bitsandbytes nf4) loads and samples on CPU too, just slower."""
+    pytest.importorskip("bitsandbytes")
+    out = tmp_path / "samples.jsonl"
+    r = runner.invoke(app, ["sample", str(easy_problems), "--model", str(tiny_model_dir), "--load-in-4bit",
+                            "--max-tokens", "6", "--shots", "0", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert len(read_records(out, "sample")) == 2
+    from mcts_pref.policy import load_model
+
+    model, _ = load_model(str(tiny_model_dir), load_in_4bit=True)
+    assert any("4bit" in type(m).__name__ for m in model.modules())
