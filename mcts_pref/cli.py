@@ -37,12 +37,12 @@ def _root(
 
 
 def _register() -> None:
-    from mcts_pref import baseline, datasets, dpo, evaluate, merge, pairs, report, sample, search
+    from mcts_pref import baseline, datasets, dpo, evaluate, merge, pairs, report, sample, search, showtree
 
     app.command("prepare")(datasets.command)
     app.command("sample")(sample.command)
     app.command("search")(search.command)
-    app.command("show-tree")(search.show_tree_command)
+    app.command("show-tree")(showtree.command)
     app.command("extract-pairs")(pairs.command)
     app.command("train-dpo")(dpo.command)
     app.command("evaluate")(evaluate.command)

@@ -1,0 +1,73 @@
+"""`show-tree`: draw one search tree in the terminal, so people can read what the search did."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from mcts_pref.console import console, stage
+from mcts_pref.records import MctsPrefError, read_records
+
+
+def _one_line(text: str, width: int = 60) -> str:
+    text = " ".join(text.split()) or "∅"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else (f"{x:.2f}" if isinstance(x, float) else str(x))
+
+
+def render_tree(rec: dict):
+    """A rich Tree of one tree record: committed path bold green, terminals marked ✓/✗."""
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    nodes = {n["id"]: n for n in rec["nodes"]}
+    kids: dict[int, list[int]] = {}
+    for n in rec["nodes"]:
+        if n["parent"] is not None:
+            kids.setdefault(n["parent"], []).append(n["id"])
+    committed = set(rec["path"])
+
+    def label(n: dict) -> str:
+        mark = ""
+        if n.get("terminal"):
+            mark = "[green]✓[/] " if n.get("correct") else "[red]✗[/] "
+        text = "(root)" if n["parent"] is None else escape(_one_line(n.get("text", "")))
+        stats = (
+            f"[dim]Q={_fmt(n.get('Q'))} N={_fmt(n.get('N'))} v={_fmt(n.get('value'))} "
+            f"C={_fmt(n.get('self_eval'))} O={_fmt(n.get('outcome'))}[/]"
+        )
+        body = f"[bold green]{text}[/]" if n["id"] in committed else text
+        return f"{mark}{body}  {stats}"
+
+    verdict = "correct" if rec.get("correct") else "not correct"
+    root = Tree(f"[b]{rec['problem_id']}[/] ({verdict}) " + label(nodes[0]))
+    stack = [(root, 0)]
+    while stack:
+        branch, i = stack.pop()
+        for c in kids.get(i, []):
+            stack.append((branch.add(label(nodes[c])), c))
+    return root
+
+
+@stage
+def command(
+    trees: Annotated[str, typer.Argument(help="Tree records written by search (JSONL path, or - for stdin).")],
+    problem_id: Annotated[Optional[str], typer.Option("--id", help="Problem id of the tree to draw (optional if the file holds one).")] = None,
+) -> None:
+    """Draw one search tree: each step on one line with Q, N, value, self-eval C and outcome O."""
+    recs = read_records(trees, "tree")
+    if not recs:
+        raise MctsPrefError(f"{trees}: no tree records")
+    if problem_id is None and len(recs) == 1:
+        rec = recs[0]
+    else:
+        rec = next((r for r in recs if str(r["problem_id"]) == problem_id), None)
+        if rec is None:
+            some = ", ".join(str(r["problem_id"]) for r in recs[:5]) + (", ..." if len(recs) > 5 else "")
+            what = "pass --id" if problem_id is None else f"no tree with problem id {problem_id!r}"
+            raise MctsPrefError(f"{trees}: {what}; available ids: {some}")
+    console.print(render_tree(rec))
