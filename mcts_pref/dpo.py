@@ -402,7 +402,8 @@ def _keeps_logits_by_mask(model) -> bool:
     import torch
     import transformers.modeling_utils as mu
 
-    base = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    wrapped = isinstance(model, torch.nn.parallel.DistributedDataParallel) or type(model).__name__ == "DeepSpeedEngine"
+    base = model.module if wrapped else model
     if hasattr(base, "get_base_model"):  # peft
         base = base.get_base_model()
     try:

