@@ -23,6 +23,8 @@ from mcts_pref.tasks import is_answer_line
 
 LENGTH = "length"  # a whole solution hit its token cap (sample stage)
 SENTINEL = "\ue000"  # a private-use character standing in for the question
+TOP_K_FIRST = 256  # top-p sampling looks for the nucleus among this many tokens first
+MIN_SHARED = 8  # prompts sharing at least this many leading tokens are prefilled as a group
 
 
 @dataclass
@@ -44,7 +46,7 @@ class HFBackend:
         self.shots = DEFAULT_SHOTS if shots is None else list(shots)
         self.max_batch_rows = max(1, max_batch_rows)
         self.device = next(model.parameters()).device
-        self.stats = {"tokens": 0, "forward_calls": 0, "expand_calls": 0, "self_eval_calls": 0}
+        self.stats = {"tokens": 0, "forward_calls": 0, "expand_calls": 0, "self_eval_calls": 0, "prefill_tokens": 0}
 
         eos = {tokenizer.eos_token_id}
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -91,16 +93,27 @@ class HFBackend:
                 return Header(text=cut, length=len(ids), cache=getattr(res, "cache", None) or res.past_key_values)
         return None  # no stable cut: prefill whole prompts instead
 
-    def _prefill(self, texts: Sequence[str], header: Header | None):
+    def _prefill(self, texts: Sequence[str], header: Header | None, share: bool = False):
         """One forward pass over left-padded ``texts``; returns (last logits, cache, attention mask).
 
         With a header that every text starts with, only the rest is encoded:
         the header's KV is copied to each row and padding sits between the
         header and the rest, which the attention mask and positions account for.
+        With ``share``, texts that start with the same tokens (the judgement
+        prompts of siblings) encode those once: see :meth:`_prefill_shared`.
         """
         from transformers import DynamicCache
 
-        if header is not None and all(t.startswith(header.text) for t in texts):
+        if header is not None and not all(t.startswith(header.text) for t in texts):
+            header = None
+        if share and len(texts) > 1:
+            skip = len(header.text) if header is not None else 0
+            add_special = self._add_special and header is None
+            ids = [self.tok(t[skip:], add_special_tokens=add_special).input_ids for t in texts]
+            groups = share_groups(ids)
+            if groups is not None:
+                return self._prefill_shared(ids, groups, header)
+        if header is not None:
             enc = self.tok([t[len(header.text):] for t in texts], return_tensors="pt", padding=True,
                            add_special_tokens=False)
             ids, smask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
@@ -114,6 +127,52 @@ class HFBackend:
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             cache = DynamicCache()
         res = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
+        return res.logits[:, -1, :], getattr(res, "cache", None) or res.past_key_values, mask
+
+    def _left_pad(self, seqs: list[list[int]]):
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        width = max(1, max(len(x) for x in seqs))
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, x in enumerate(seqs):
+            if x:
+                ids[i, width - len(x):] = torch.tensor(x)
+                mask[i, width - len(x):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _prefill_shared(self, ids: list[list[int]], groups: list[tuple[int, list[int]]], header: Header | None):
+        """:meth:`_prefill` in two levels: each group's shared tokens once, then every row's own rest.
+
+        Level 1 encodes one row per group (its shared prefix) on top of the
+        header; its KV is then copied to the group's members, and level 2
+        encodes each member's remaining tokens. The tokens are exactly those
+        of the whole text, so the result is the one-level result up to float
+        rounding.
+        """
+        from transformers import DynamicCache
+
+        n, base = len(ids), header.length if header is not None else 0
+        row_group = [0] * n
+        for g, (_, members) in enumerate(groups):
+            for m in members:
+                row_group[m] = g
+        ids1, m1 = self._left_pad([ids[members[0]][:plen] for plen, members in groups])
+        if header is not None:
+            cache = copy.deepcopy(header.cache)
+            cache.batch_select_indices(torch.zeros(len(groups), dtype=torch.long, device=self.device))
+        else:
+            cache = DynamicCache()
+        mask1 = torch.cat([m1.new_ones(len(groups), base), m1], dim=1)
+        pos1 = base + (m1.cumsum(-1) - 1).clamp(min=0)
+        res = self._forward(input_ids=ids1, attention_mask=mask1, position_ids=pos1, cache=cache, logits_to_keep=1)
+        cache = getattr(res, "cache", None) or res.past_key_values
+
+        sel = torch.tensor(row_group, device=self.device)
+        cache.batch_select_indices(sel)
+        ids2, m2 = self._left_pad([ids[r][groups[row_group[r]][0]:] for r in range(n)])
+        mask = torch.cat([mask1[sel], m2], dim=1)
+        pos2 = base + m1.sum(-1)[sel][:, None] + (m2.cumsum(-1) - 1).clamp(min=0)
+        res = self._forward(input_ids=ids2, attention_mask=mask, position_ids=pos2, cache=cache, logits_to_keep=1)
         return res.logits[:, -1, :], getattr(res, "cache", None) or res.past_key_values, mask
 
     # -- generation --------------------------------------------------------------
@@ -157,6 +216,8 @@ class HFBackend:
 
     def _forward(self, **kw):
         self.stats["forward_calls"] += 1
+        if kw["input_ids"].shape[1] > 1:
+            self.stats["prefill_tokens"] += kw["input_ids"].numel()  # padding included: it costs the same
         cache = kw.pop("cache")
         return self.model(**kw, use_cache=True, **{self._cache_kw: cache})
 
@@ -238,10 +299,18 @@ class HFBackend:
         else:
             probs = torch.softmax(logits / temperature, dim=-1)
             if top_p < 1.0:
-                sp, si = probs.sort(dim=-1, descending=True)
+                # The nucleus: tokens whose higher-ranked mass is <= top_p. It almost always
+                # lies in the top few hundred of a vocabulary of tens of thousands, and topk
+                # is far cheaper than a full sort; sort only when some row needs more.
+                k = min(TOP_K_FIRST, probs.shape[-1])
+                sp, si = probs.topk(k, dim=-1)
+                if k < probs.shape[-1] and bool((sp.sum(-1) <= top_p).any()):
+                    sp, si = probs.sort(dim=-1, descending=True)
                 sp[(sp.cumsum(-1) - sp) > top_p] = 0.0
-                probs = torch.zeros_like(probs).scatter_(1, si, sp)
-            chosen = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+                pick = torch.multinomial(sp, 1, generator=gen)
+                chosen = si.gather(1, pick).squeeze(1)
+            else:
+                chosen = torch.multinomial(probs, 1, generator=gen).squeeze(1)
         return chosen, logprobs.gather(1, chosen[:, None]).squeeze(1)
 
     # -- self-evaluation ---------------------------------------------------------
@@ -252,7 +321,44 @@ class HFBackend:
         prompts = [judge_prompt(q, p, self.tok, self.fmt) for q, p in zip(questions, partials)]
         scores: list[float] = []
         for i in range(0, len(prompts), self.max_batch_rows):
-            logits, _, _ = self._prefill(prompts[i:i + self.max_batch_rows], self.judge_header)
+            # Siblings' judgement prompts differ only in their last step: share the rest.
+            logits, _, _ = self._prefill(prompts[i:i + self.max_batch_rows], self.judge_header, share=True)
             two = torch.softmax(logits.float()[:, self.judge_ids], dim=-1)
             scores.extend(two[:, 1].tolist())
         return scores
+
+
+def share_groups(ids: list[list[int]], min_shared: int = MIN_SHARED) -> list[tuple[int, list[int]]] | None:
+    """Group token sequences by a common prefix: ``[(shared length, row indices), ...]``.
+
+    Rows are sorted, and neighbours sharing at least ``min_shared`` leading
+    tokens form a group; a group keeps at least one token of each row for
+    level 2 (that row's last logits come from there). A row alone shares with
+    nobody and puts all but its last token in level 1. None when grouping
+    would save less than a quarter of the tokens.
+    """
+    def lcp(a: list[int], b: list[int]) -> int:
+        k = 0
+        for x, y in zip(a, b):
+            if x != y:
+                break
+            k += 1
+        return k
+
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    groups: list[tuple[int, list[int]]] = []
+    members, shared = [order[0]], len(ids[order[0]])
+    for i in order[1:]:
+        common = lcp(ids[members[0]], ids[i])  # sorted: the group's common prefix with i
+        if common >= min_shared:
+            members.append(i)
+            shared = min(shared, common)
+        else:
+            groups.append((members, shared))
+            members, shared = [i], len(ids[i])
+    groups.append((members, shared))
+    out = [(max(0, min(shared, min(len(ids[m]) for m in members) - 1)), members) for members, shared in groups]
+    saved = sum((len(members) - 1) * plen for plen, members in out)
+    if saved * 4 < sum(len(x) for x in ids):
+        return None
+    return out

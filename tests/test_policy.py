@@ -122,3 +122,64 @@ def test_header_kv_reuse_matches_full_prefill(tiny_model_dir):
         for x, y in zip(with_header, plain):
             assert x[0].logprob == pytest.approx(y[0].logprob, abs=1e-3)
         assert judged == pytest.approx(b.self_evaluate(PROMPTS, ["1 + 1 = 2\n", ""]), abs=1e-4)
+
+
+@pytest.mark.parametrize("top_k_first", [256, 4])
+def test_top_p_sampling_draws_from_the_nucleus_in_proportion(monkeypatch, top_k_first):
+    """The topk shortcut (and the full-sort fallback when the nucleus is wider) sample the same law."""
+    import mcts_pref.generate as gen_mod
+
+    monkeypatch.setattr(gen_mod, "TOP_K_FIRST", top_k_first)
+    torch.manual_seed(0)
+    vocab, top_p, temperature = 1000, 0.9, 0.7
+    logits = torch.randn(3, vocab) * torch.tensor([[6.0], [3.0], [0.5]])  # peaked .. nearly flat
+    probs = torch.softmax(logits / temperature, dim=-1)
+    sp, si = probs.sort(dim=-1, descending=True)
+    sp[(sp.cumsum(-1) - sp) > top_p] = 0.0
+    law = torch.zeros_like(probs).scatter_(1, si, sp)
+    law = law / law.sum(-1, keepdim=True)  # the nucleus law, by definition
+
+    draws = 4000
+    rows = logits.repeat_interleave(draws, dim=0)  # one call, draws rows per distribution
+    chosen, lp = gen_mod.HFBackend._pick(rows, temperature, top_p, torch.Generator().manual_seed(1))
+    # the reported log-prob is the untempered policy's
+    assert torch.allclose(lp, torch.log_softmax(rows, -1).gather(1, chosen[:, None]).squeeze(1))
+    counts = torch.zeros_like(probs)
+    counts.index_put_((torch.arange(3).repeat_interleave(draws), chosen), torch.ones(3 * draws), accumulate=True)
+    assert (counts[law == 0] == 0).all()  # never outside the nucleus
+    freq = counts / draws
+    assert (freq - law).abs().max() < 0.03
+
+
+def test_share_groups_by_common_prefix():
+    from mcts_pref.generate import share_groups
+
+    a = list(range(20))
+    ids = [a + [50], [99] * 12, a + [51, 52], a[:10] + [60, 61]]
+    groups = share_groups(ids, min_shared=8)
+    assert sorted((plen, sorted(m)) for plen, m in groups) == [(10, [0, 2, 3]), (11, [1])]
+    # The shared part never swallows a whole row: each keeps a token for its own logits.
+    assert sorted((p, sorted(m)) for p, m in share_groups([a, a + [1]], min_shared=8)) == [(19, [0, 1])]
+    assert share_groups([a, [7] * 20], min_shared=8) is None  # nothing shared: one level
+
+
+@pytest.mark.parametrize("fmt", ["plain", "chat"])
+def test_shared_prefill_matches_one_level(tiny_model_dir, fmt):
+    """Siblings' judgement prompts encoded in two levels give the same logits, with fewer tokens."""
+    from mcts_pref.prompts import judge_prompt
+
+    b = load_backend(str(tiny_model_dir), prompt_format=fmt)
+    steps = "4 + 7 = 11\n11 - 3 = 8\n"
+    partials = [(PROMPTS[0], steps + last) for last in ("8 + 2 = 10\n", "8 + 2 = 11\n", "The answer is 10.")]
+    partials += [(PROMPTS[1], "10 - 7 = 3\n" + last) for last in ("3 + 1 = 4\n", "3 + 1 = 5\n")]
+    partials += [("What is 2 + 2?", "")]  # a row alone
+    texts = [judge_prompt(q, p, b.tok, b.fmt) for q, p in partials]
+    for header in (b.judge_header, None):
+        before = b.stats["prefill_tokens"]
+        one, _, _ = b._prefill(texts, header)
+        mid = b.stats["prefill_tokens"]
+        two, _, mask = b._prefill(texts, header, share=True)
+        assert b.stats["prefill_tokens"] - mid < mid - before  # sharing encoded fewer tokens
+        torch.testing.assert_close(two, one, rtol=1e-4, atol=1e-4)
+    assert b.self_evaluate([q for q, _ in partials], [p for _, p in partials]) == pytest.approx(
+        torch.softmax(one.float()[:, b.judge_ids], -1)[:, 1].tolist(), abs=1e-4)
