@@ -460,6 +460,9 @@ def command(
     adapter to OUT (use it with --adapter OUT), OUT/train_config.json and
     OUT/metrics.jsonl. Several GPUs (DDP): accelerate launch --multi_gpu
     --num_processes N -m mcts_pref train-dpo ... (--batch-size is per process).
+    DeepSpeed ZeRO-2/3: accelerate launch --config_file
+    examples/accelerate/deepspeed_zero2.yaml -m mcts_pref train-dpo ...
+    (no --grad-accum > 1 or checkpoints there; see examples/accelerate/README.md).
     """
     cfg = DpoConfig(**{k: v for k, v in locals().items()})
     from mcts_pref.train import train
