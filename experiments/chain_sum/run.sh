@@ -29,10 +29,12 @@ mine = [p for i, p in enumerate(train) if i % rounds == k - 1]     # round k's s
 open(f"{b}/train.jsonl", "w").writelines(json.dumps(p) + "\n" for p in mine)
 trees = [json.loads(l) for l in open(f"{run}/round-{k}/trees.jsonl")]
 search_tokens = sum(t["stats"]["tokens"] for t in trees)
-# Tokens per whole solution: the mean of the sampling policy's greedy answers on
-# the test set (close to the T=0.7 mean: 21.4 vs 18.2-21.2 tokens on 3 terms).
-prev = f"{run}/round-0" if k == 1 else f"{run}/baseline-{k - 1}"
-lengths = [json.loads(l)["n_tokens"] for l in open(f"{prev}/samples.jsonl")]
+# Tokens per whole solution: round 1 uses the base policy's greedy test answers,
+# which run longer than T=0.7 samples (3 terms: 21.4 vs 18.2 tokens), so round 1's
+# k comes out low (4 terms: 89% of the search's tokens); later rounds use the
+# previous baseline round's own T=0.7 training samples.
+prev = f"{run}/round-0/samples.jsonl" if k == 1 else f"{run}/baseline-{k - 1}/train_samples.jsonl"
+lengths = [json.loads(l)["n_tokens"] for l in open(prev)]
 per_sample = sum(lengths) / len(lengths)
 n = max(2, round(search_tokens / (len(mine) * per_sample)))
 open(f"{b}/k", "w").write(str(n))
