@@ -434,18 +434,29 @@ def train(cfg: DpoConfig) -> None:
 
     extra = {"n_pairs": n, "steps": total, "steps_per_epoch": steps_per_epoch, "steps_done": stop_at,
              "seconds": round(time.perf_counter() - t_start, 3), "finished": stop_at == total}
-    # Under DeepSpeed (ZeRO-3 shards even the adapter) every process must take part in
-    # gathering the weights; rank 0 then writes the adapter part of them.
-    state_dict = accelerator.get_state_dict(model) if deepspeed and stop_at == total else None
-    if accelerator.is_main_process:
-        if stop_at == total:
-            unwrapped.save_pretrained(str(out), state_dict=state_dict)
-        _write_train_config(out, cfg, files, sig, extra)
+    with _gathered_adapter(unwrapped, accelerator):
+        if accelerator.is_main_process:
+            if stop_at == total:
+                unwrapped.save_pretrained(str(out))
+            _write_train_config(out, cfg, files, sig, extra)
     accelerator.wait_for_everyone()
     if stop_at < total:
         _say(accelerator, f"stopped at step {stop_at} of {total} (--max-steps); rerun with --resume to finish")
     else:
         _say(accelerator, f"adapter written to {out} ({total} steps, {n} pairs)")
+
+
+def _gathered_adapter(model, accelerator):
+    """Under ZeRO-3 (which shards even the adapter): the trainable weights whole, on every process.
+
+    Entering is a collective, so every process calls it; only the adapter is
+    gathered, never the (possibly huge) base. Elsewhere: a no-op.
+    """
+    if _zero_stage(accelerator) != 3:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters([p for p in model.parameters() if p.requires_grad], modifier_rank=None)
 
 
 def _zero_stage(accelerator) -> int:
