@@ -462,7 +462,7 @@ def command(
     --num_processes N -m mcts_pref train-dpo ... (--batch-size is per process).
     DeepSpeed ZeRO-2/3: accelerate launch --config_file
     examples/accelerate/deepspeed_zero2.yaml -m mcts_pref train-dpo ...
-    (no --grad-accum > 1 or checkpoints there; see examples/accelerate/README.md).
+    (no --grad-accum > 1 there; see examples/accelerate/README.md).
     """
     cfg = DpoConfig(**{k: v for k, v in locals().items()})
     from mcts_pref.train import train

@@ -32,6 +32,7 @@ from mcts_pref.dpo import (
 from mcts_pref.records import MctsPrefError
 
 CHECKPOINT = "checkpoint"
+DEEPSPEED_TAG = "deepspeed"  # OUT/checkpoint/deepspeed/: DeepSpeed's own per-process shards
 REF_CACHE = "ref_logps.pt"
 METRICS = "metrics.jsonl"
 TRAIN_CONFIG = "train_config.json"
@@ -233,8 +234,13 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, sig: dict, accelerator) -> None:
-    """Write OUT/checkpoint atomically (build checkpoint.tmp, then swap)."""
+def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, sig: dict, accelerator, engine=None) -> None:
+    """Write OUT/checkpoint atomically (build checkpoint.tmp, then swap).
+
+    Under DeepSpeed (``engine``) every process writes its own shards of the
+    trainable weights and optimizer state with DeepSpeed's checkpointing
+    (frozen base weights excluded); otherwise rank 0 writes them whole.
+    """
     import torch
     from safetensors.torch import save_file
 
@@ -242,9 +248,14 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, sig: dict
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(weights, str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    accelerator.wait_for_everyone()
+    if engine is not None:
+        engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True)
+    if accelerator.is_main_process:
+        if engine is None:
+            weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+            save_file(weights, str(tmp / "trainable.safetensors"))
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, "signature": sig}, indent=1))
     accelerator.wait_for_everyone()
@@ -256,19 +267,27 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, sig: dict
     accelerator.wait_for_everyone()
 
 
-def load_checkpoint(out: Path, model, optimizer, scheduler, accelerator) -> int:
+def load_checkpoint(out: Path, model, optimizer, scheduler, accelerator, engine=None) -> int:
     import torch
     from safetensors.torch import load_file
 
     ckpt = out / CHECKPOINT
-    weights = load_file(str(ckpt / "trainable.safetensors"))
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(weights) != set(params):
-        raise MctsPrefError(f"{ckpt}: trainable weights do not match this model; use --overwrite to start over")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(weights[name])
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
+    if engine is not None:
+        if not (ckpt / DEEPSPEED_TAG).is_dir():
+            raise MctsPrefError(f"{ckpt}: not a DeepSpeed checkpoint; resume it without DeepSpeed or use --overwrite")
+        engine.load_checkpoint(str(ckpt), tag=DEEPSPEED_TAG, load_module_strict=False,
+                               load_optimizer_states=True, load_lr_scheduler_states=False)
+    else:
+        if not (ckpt / "trainable.safetensors").exists():
+            raise MctsPrefError(f"{ckpt}: a DeepSpeed checkpoint; resume it under DeepSpeed or use --overwrite")
+        weights = load_file(str(ckpt / "trainable.safetensors"))
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if set(weights) != set(params):
+            raise MctsPrefError(f"{ckpt}: trainable weights do not match this model; use --overwrite to start over")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(weights[name])
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
     rng = ckpt / f"rng_{accelerator.process_index}.pt"
     if rng.exists():
@@ -369,6 +388,7 @@ def train(cfg: DpoConfig) -> None:
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
+    engine = model if deepspeed else None  # the DeepSpeedEngine: it checkpoints its own shards
     logps_fn = pick_logps(cfg, accelerator)
     # After prepare(): under ZeRO-3 the weights are sharded from load time on, and only
     # the prepared model gathers them for a forward.
@@ -377,7 +397,7 @@ def train(cfg: DpoConfig) -> None:
     start = 0
     metrics_path = out / METRICS
     if isinstance(state, dict):
-        start = load_checkpoint(out, unwrapped, optimizer, scheduler, accelerator)
+        start = load_checkpoint(out, unwrapped, optimizer, scheduler, accelerator, engine)
         _say(accelerator, f"resuming from {out / CHECKPOINT} at step {start} of {total}")
         if accelerator.is_main_process and metrics_path.exists():  # drop rows of steps that will be redone
             rows = [r for r in metrics_path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= start]
@@ -430,7 +450,7 @@ def train(cfg: DpoConfig) -> None:
                 _log_metrics(metrics_path, row)
             progress.update(task, advance=1, stats=f"loss {m[0]:.4f}  acc {m[1]:.2f}")
             if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (step + 1 == stop_at < total):
-                save_checkpoint(out, step + 1, unwrapped, optimizer, scheduler, sig, accelerator)
+                save_checkpoint(out, step + 1, unwrapped, optimizer, scheduler, sig, accelerator, engine)
 
     extra = {"n_pairs": n, "steps": total, "steps_per_epoch": steps_per_epoch, "steps_done": stop_at,
              "seconds": round(time.perf_counter() - t_start, 3), "finished": stop_at == total}
@@ -474,9 +494,6 @@ def _deepspeed_launch(cfg: DpoConfig) -> bool:
     if cfg.grad_accum != 1:
         raise MctsPrefError(f"--grad-accum {cfg.grad_accum}: under DeepSpeed one optimizer step is one "
                             "micro-batch; use --grad-accum 1 and raise --batch-size instead")
-    if cfg.save_every or cfg.max_steps:
-        raise MctsPrefError("--save-every/--max-steps: checkpoints are not supported under DeepSpeed "
-                            "(ZeRO shards the optimizer state); drop them")
     if cfg.load_in_4bit and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
         raise MctsPrefError("--load-in-4bit is not supported under ZeRO-3; use ZeRO-2 or DDP for QLoRA")
     if cfg.device == "cpu":

@@ -82,12 +82,37 @@ def test_deepspeed_two_processes_match_one(kind, tiny_model_dir, pair_file, tmp_
     assert w1 and any(w.abs().sum() > 0 for k, w in w2.items() if "lora_B" in k)
 
 
+@needs_deepspeed
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["zero2", "zero3-sharded-adapter"])
+def test_deepspeed_stop_and_resume_match_one_run(kind, tiny_model_dir, pair_file, tmp_path):
+    """--max-steps 2, then --resume: DeepSpeed's own shards carry the run on exactly."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _train(tiny_model_dir, [pair_file], one, "--epochs", "2").exit_code == 0
+    config = _config(kind, tmp_path)
+    args = [pair_file, "--model", tiny_model_dir, "--out", two, "--batch-size", "2", "--lr", "5e-3", "--seed", "3",
+            "--epochs", "2"]
+    first = _launch(config, *args, "--max-steps", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (two / "checkpoint" / "deepspeed").is_dir() and not (two / "adapter_model.safetensors").exists()
+    assert len(read_jsonl(two / "metrics.jsonl")) == 2
+    # A run without DeepSpeed cannot take the checkpoint over, and leaves it as it was.
+    plain = _train(tiny_model_dir, [pair_file], two, "--batch-size", "2", "--epochs", "2", "--resume")
+    assert plain.exit_code == 2 and "a DeepSpeed checkpoint" in plain.output
+    second = _launch(config, *args, "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    r1, r2 = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
+    assert [x["step"] for x in r2] == [1, 2, 3, 4]
+    assert [x["loss"] for x in r1] == pytest.approx([x["loss"] for x in r2], abs=1e-5)
+    w1, w2 = _adapter_weights(one), _adapter_weights(two)
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-5)
+
+
 def test_deepspeed_refuses_what_it_cannot_do(tiny_model_dir, pair_file, tmp_path, monkeypatch):
     """Checked before any model loads, so no DeepSpeed install is needed to see the errors."""
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     for extra, needle in ((("--grad-accum", "2"), "--grad-accum 2: under DeepSpeed"),
-                          (("--save-every", "2"), "checkpoints are not supported under DeepSpeed"),
-                          (("--max-steps", "1"), "checkpoints are not supported under DeepSpeed"),
                           (("--load-in-4bit",), "--load-in-4bit is not supported under ZeRO-3")):
         monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3" if "--load-in-4bit" in extra else "2")
         out = tmp_path / f"out{extra[0]}"
