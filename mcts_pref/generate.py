@@ -102,32 +102,34 @@ class HFBackend:
         With ``share``, texts that start with the same tokens (the judgement
         prompts of siblings) encode those once: see :meth:`_prefill_shared`.
         """
-        from transformers import DynamicCache
-
         if header is not None and not all(t.startswith(header.text) for t in texts):
             header = None
+        skip, base = (len(header.text), header.length) if header is not None else (0, 0)
+        add_special = self._add_special and header is None  # the header holds the special tokens
         if share and len(texts) > 1:
-            skip = len(header.text) if header is not None else 0
-            add_special = self._add_special and header is None
             ids = [self.tok(t[skip:], add_special_tokens=add_special).input_ids for t in texts]
             groups = share_groups(ids)
             if groups is not None:
                 return self._prefill_shared(ids, groups, header)
-        if header is not None:
-            enc = self.tok([t[len(header.text):] for t in texts], return_tensors="pt", padding=True,
-                           add_special_tokens=False)
-            ids, smask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
-            cache = copy.deepcopy(header.cache)
-            cache.batch_select_indices(torch.zeros(len(texts), dtype=torch.long, device=self.device))
-            mask = torch.cat([smask.new_ones(len(texts), header.length), smask], dim=1)
-            pos = header.length + (smask.cumsum(-1) - 1).clamp(min=0)
+            tokens, smask = self._left_pad(ids)
         else:
-            enc = self.tok(list(texts), return_tensors="pt", padding=True, add_special_tokens=self._add_special)
-            ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            cache = DynamicCache()
-        res = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
+            enc = self.tok([t[skip:] for t in texts], return_tensors="pt", padding=True, add_special_tokens=add_special)
+            tokens, smask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+        mask = torch.cat([smask.new_ones(len(texts), base), smask], dim=1)
+        pos = base + (smask.cumsum(-1) - 1).clamp(min=0)
+        res = self._forward(input_ids=tokens, attention_mask=mask, position_ids=pos,
+                            cache=self._header_cache(header, len(texts)), logits_to_keep=1)
         return res.logits[:, -1, :], getattr(res, "cache", None) or res.past_key_values, mask
+
+    def _header_cache(self, header: Header | None, rows: int):
+        """A cache to prefill on: the header's KV copied to ``rows`` rows, or an empty one."""
+        from transformers import DynamicCache
+
+        if header is None:
+            return DynamicCache()
+        cache = copy.deepcopy(header.cache)
+        cache.batch_select_indices(torch.zeros(rows, dtype=torch.long, device=self.device))
+        return cache
 
     def _left_pad(self, seqs: list[list[int]]):
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
@@ -149,19 +151,13 @@ class HFBackend:
         of the whole text, so the result is the one-level result up to float
         rounding.
         """
-        from transformers import DynamicCache
-
         n, base = len(ids), header.length if header is not None else 0
         row_group = [0] * n
         for g, (_, members) in enumerate(groups):
             for m in members:
                 row_group[m] = g
         ids1, m1 = self._left_pad([ids[members[0]][:plen] for plen, members in groups])
-        if header is not None:
-            cache = copy.deepcopy(header.cache)
-            cache.batch_select_indices(torch.zeros(len(groups), dtype=torch.long, device=self.device))
-        else:
-            cache = DynamicCache()
+        cache = self._header_cache(header, len(groups))
         mask1 = torch.cat([m1.new_ones(len(groups), base), m1], dim=1)
         pos1 = base + (m1.cumsum(-1) - 1).clamp(min=0)
         res = self._forward(input_ids=ids1, attention_mask=mask1, position_ids=pos1, cache=cache, logits_to_keep=1)
