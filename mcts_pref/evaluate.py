@@ -1,11 +1,30 @@
-"""`mcts-pref evaluate`: score sample records against their gold answers.
+"""`mcts-pref evaluate`: score completions against gold answers.
+
+Input is JSONL from `mcts-pref sample` or from any other generator. A record
+needs only ``completion`` (the text to score) and a gold ``answer``. With
+``--answer-key PROBLEMS`` the gold answer comes from the problem record whose
+``id`` equals the record's ``problem_id`` (and so do ``task`` and ``choices``
+when the record has none). Everything else is optional:
+
+- ``problem_id``: the record's line number when absent;
+- ``task``: ``mcq`` when the record has ``choices``, else ``math``;
+- ``choices``: a list of strings (labels A, B, C, ...), a list of
+  ``{"label", "text"}``, or a ``{label: text}`` object
+  (``tasks.mcq.normalize_choices``);
+- ``policy``: summary rows per policy when the file mixes several;
+- ``steps``: used by ``--steps``; else ``steps.split_steps`` cuts the completion.
 
 Each sample gets ``pred`` (the extracted, normalised answer), ``correct`` and
 ``reason`` (``None`` when compared; else ``no_answer``, ``timeout`` or
-``verifier_error``). The summary reports accuracy over samples with a 95%
-Wilson interval and, when a problem has several samples, pass@k (any sample
-correct) and maj@k (majority vote over predictions), per policy when the
-file mixes policies. A pure function of the input file: no model.
+``verifier_error``), and with ``--steps`` ``step_checks``: the step checker's
+verdict per step (``ok``, ``bad`` or ``unknown``; ``mcts_pref.check``).
+
+The summary reports accuracy over samples with a 95% Wilson interval and, when
+a problem has several samples, pass@k (any sample correct) and maj@k (majority
+vote over predictions), per policy when the file mixes policies. With step
+checks it adds ``false_step`` (fraction of samples with at least one false
+step) and ``process_accuracy`` (correct and no false step). A pure function of
+the input files: no model, and answers are never run as code.
 """
 
 from __future__ import annotations
@@ -13,13 +32,21 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
+from rich.table import Table
 
-from mcts_pref.console import stage
-from mcts_pref.records import MctsPrefError, RecordError, RecordWriter, iter_records
+from mcts_pref import check
+from mcts_pref.console import console, stage
+from mcts_pref.records import MctsPrefError, RecordError, RecordWriter, check_version, iter_records
+from mcts_pref.steps import split_steps
+from mcts_pref.tasks import resolve_task, score
+from mcts_pref.tasks.math import to_fraction
+from mcts_pref.tasks.mcq import normalize_choices, normalize_gold
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -27,56 +54,178 @@ Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 # ---------------------------------------------------------------- validation
 
 
-def _check_sample(rec: dict, where: str, line: int | None) -> None:
-    """Raise RecordError unless ``rec`` has what scoring needs."""
-    from mcts_pref.tasks import TASKS
+def _shown(path: str | Path) -> str:
+    return "<stdin>" if str(path) == "-" else str(path)
 
-    if "answer" not in rec or rec["answer"] is None:
+
+def _name(rec: dict) -> str:
+    pid = rec.get("problem_id")
+    return "sample record" if pid is None else f"sample record (problem_id={pid!r})"
+
+
+def _is_gold(answer) -> bool:
+    return isinstance(answer, (str, int, float)) and not isinstance(answer, bool)
+
+
+def scoring_inputs(rec: dict, where: str, line: int | None) -> tuple[str, str | int | float, str, list[dict] | None]:
+    """What scoring needs from one record, checked: ``(completion, gold, task, choices)``.
+
+    ``choices`` come back as ``[{"label", "text"}, ...]`` whatever their shape
+    in the record. Raises RecordError naming ``where:line`` and the key.
+    """
+    if "completion" not in rec:
+        raise RecordError(where, line, f"{_name(rec)} is missing required key 'completion' (the text to score)")
+    if not isinstance(rec["completion"], str):
+        raise RecordError(where, line, f"'completion' must be a string, got {type(rec['completion']).__name__}")
+    if rec.get("answer") is None:
         raise RecordError(
             where, line,
-            f"sample record (problem_id={rec.get('problem_id')!r}) is missing required key 'answer' "
-            "(the gold answer to score against; copy it from the problem record)",
+            f"{_name(rec)} is missing required key 'answer' (the gold answer to score against; "
+            "add it, or join it from problem records with --answer-key PROBLEMS.jsonl)",
         )
-    if not isinstance(rec["answer"], (str, int, float)) or isinstance(rec["answer"], bool):
+    if not _is_gold(rec["answer"]):
         raise RecordError(where, line, f"'answer' must be a string or number, got {type(rec['answer']).__name__}")
-    if not isinstance(rec.get("completion"), str):
-        raise RecordError(where, line, f"'completion' must be a string, got {type(rec.get('completion')).__name__}")
-    task = rec.get("task") or "math"
-    if task not in TASKS:
-        raise RecordError(where, line, f"unknown task {task!r} (expected one of: {', '.join(TASKS)})")
-    choices = rec.get("choices")
-    if choices is not None and not (
-        isinstance(choices, list) and all(isinstance(c, dict) and "label" in c for c in choices)
-    ):
-        raise RecordError(where, line, "'choices' must be a list of {\"label\": ..., \"text\": ...} objects")
+    try:
+        choices = normalize_choices(rec.get("choices"))
+    except ValueError as e:
+        raise RecordError(where, line, f"bad 'choices': {e}") from None
+    try:
+        task = resolve_task(rec.get("task") or ("mcq" if choices else None))
+    except MctsPrefError as e:
+        raise RecordError(where, line, str(e)) from None
+    return rec["completion"], rec["answer"], task, choices
 
 
-def read_samples(path: str) -> list[dict]:
-    """Read and validate every sample record of ``path`` (``-`` = stdin) up front."""
-    shown = "<stdin>" if str(path) == "-" else str(path)
+def step_texts(rec: dict, where: str, line: int | None, task: str = "math") -> list[str]:
+    """The record's ``steps``, or its completion split by the project's step rule when it has none."""
+    steps = rec.get("steps")
+    if steps is None:
+        return split_steps(rec["completion"], task)
+    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+        raise RecordError(where, line, "'steps' must be a list of strings (leave it out to split the completion into lines)")
+    return steps
+
+
+@dataclass
+class AnswerKey:
+    """Problem records by id: the gold answers for completions that lack them."""
+
+    path: str
+    problems: dict[str, dict]
+
+    def find(self, rec: dict, where: str, line: int) -> dict:
+        """The problem whose ``id`` is the record's ``problem_id`` (compared as text)."""
+        if rec.get("problem_id") is None:
+            raise RecordError(where, line, f"sample record has no 'problem_id' to look up in the answer key {self.path}")
+        problem = self.problems.get(str(rec["problem_id"]))
+        if problem is None:
+            raise RecordError(where, line, f"problem_id {rec['problem_id']!r} is not in the answer key {self.path}")
+        return problem
+
+
+def read_answer_key(path: str | Path) -> AnswerKey:
+    """Problem records (``id`` and ``answer`` needed; ``task``, ``choices`` used) from ``path``."""
+    shown = _shown(path)
+    problems: dict[str, dict] = {}
+    first: dict[str, int] = {}
+    for line, rec in iter_records(path):
+        check_version(rec, shown, line)
+        for key in ("id", "answer"):
+            if rec.get(key) is None:
+                raise RecordError(shown, line, f"answer-key record is missing required key '{key}'")
+        if not _is_gold(rec["answer"]):
+            raise RecordError(shown, line, f"'answer' must be a string or number, got {type(rec['answer']).__name__}")
+        try:
+            normalize_choices(rec.get("choices"))
+        except ValueError as e:
+            raise RecordError(shown, line, f"bad 'choices': {e}") from None
+        pid = str(rec["id"])
+        if pid in problems:
+            raise RecordError(shown, line, f"duplicate id {rec['id']!r} (first on line {first[pid]})")
+        problems[pid], first[pid] = rec, line
+    return AnswerKey(shown, problems)
+
+
+def join_answer_key(rec: dict, problem: dict) -> dict:
+    """A copy of ``rec`` with the problem's gold ``answer``, and its ``task`` and
+    ``choices`` where ``rec`` has none. The key is the gold: a record's own
+    ``answer`` (often another generator's prediction) is replaced.
+
+    When both have choices, a gold label is turned into its choice text: the
+    record's labels may order the options differently (shuffled choices), and
+    the text is what both agree on.
+    """
+    out = {**rec, "answer": problem["answer"]}
+    key_choices = normalize_choices(problem.get("choices"))
+    if key_choices and rec.get("choices"):
+        label = normalize_gold(problem["answer"], key_choices)
+        out["answer"] = next((c["text"] for c in key_choices if c["label"].upper() == label), problem["answer"])
+    for key in ("task", "choices"):
+        if not rec.get(key) and problem.get(key):
+            out[key] = problem[key]
+    return out
+
+
+def _warn(msg: str) -> None:
+    console.print(f"warning: {msg}", markup=False, highlight=False)
+
+
+def read_samples(path: str, answer_key: AnswerKey | None = None, steps: bool = False, warn=_warn) -> list[dict]:
+    """Read, join and check every record of ``path`` (``-`` = stdin) before any scoring.
+
+    A record without ``problem_id`` gets its line number as ``problem_id``, so
+    that it counts as its own problem in pass@k and maj@k.
+    """
+    shown = _shown(path)
     out = []
-    for i, rec in iter_records(path, "sample"):
-        _check_sample(rec, shown, i)
+    replaced = 0
+    for line, rec in iter_records(path):
+        check_version(rec, shown, line)
+        if answer_key is not None:
+            joined = join_answer_key(rec, answer_key.find(rec, shown, line))
+            if rec.get("answer") is not None and str(rec["answer"]).strip() != str(joined["answer"]).strip():
+                replaced += 1
+            rec = joined
+        task = scoring_inputs(rec, shown, line)[2]
+        if steps:
+            step_texts(rec, shown, line, task)
+        if rec.get("problem_id") is None:
+            rec = {"problem_id": line, **{k: v for k, v in rec.items() if k != "problem_id"}}
         out.append(rec)
+    if replaced:
+        warn(f"{replaced} record(s) of {shown} carry an 'answer' that differs from the answer key; "
+             f"scored against the key's ({answer_key.path})")
     return out
 
 
 # ---------------------------------------------------------------- scoring
 
 
-def score_samples(records: list[dict], timeout: float = 1.0) -> list[dict]:
-    """Copies of ``records`` with ``pred``, ``correct`` and ``reason`` added.
+def score_samples(
+    records: list[dict], timeout: float = 1.0, steps: bool = False, answer_key: AnswerKey | None = None
+) -> list[dict]:
+    """Copies of ``records`` with ``pred``, ``correct`` and ``reason`` added
+    (and ``step_checks`` with ``steps``).
 
     ``timeout`` bounds each symbolic check in seconds. A record that cannot
     be scored raises RecordError naming its position (1-based) and problem.
+    A record without ``problem_id`` gets its position. The step checker sees
+    the record merged over its answer-key problem, so a task-specific check
+    finds the problem's ``question`` and ``source`` there.
     """
-    from mcts_pref.tasks import score
-
     scored = []
     for i, rec in enumerate(records, 1):
-        _check_sample(rec, "<records>", i)
-        pred, correct, reason = score(rec["completion"], rec["answer"], rec.get("task") or "math", rec.get("choices"), timeout)
-        scored.append({**rec, "pred": pred, "correct": correct, "reason": reason})
+        completion, gold, task, choices = scoring_inputs(rec, "<records>", i)
+        pred, correct, reason = score(completion, gold, task, choices, timeout)
+        out = {**rec, "pred": pred, "correct": correct, "reason": reason}
+        if out.get("problem_id") is None:
+            out["problem_id"] = i
+        if steps:
+            problem = rec
+            if answer_key is not None:
+                problem = {**answer_key.problems.get(str(rec.get("problem_id")), {}), **rec}
+            out["step_checks"] = list(check.check_steps(step_texts(rec, "<records>", i, task), problem))
+        scored.append(out)
     return scored
 
 
@@ -100,8 +249,6 @@ def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float
 
 def _vote_key(pred: str):
     """Votes for "0.5", "1/2" and "\\frac{1}{2}" count together."""
-    from mcts_pref.tasks.math import to_fraction
-
     value = to_fraction(pred)
     return ("num", value) if value is not None else ("str", pred)
 
@@ -125,8 +272,25 @@ def majority_correct(samples: list[dict]) -> bool:
     return correct
 
 
+def step_check_rates(scored: list[dict]) -> tuple[int, float | None, float | None]:
+    """``(n_checked, false_step, process_accuracy)`` over samples with ``step_checks``.
+
+    false_step = (samples with at least one "bad" step) / n_checked;
+    process_accuracy = (samples correct AND without a "bad" step) / n_checked.
+    "unknown" steps count as not false. Both are ``None`` when nothing was checked.
+    """
+    checked = [s for s in scored if s.get("step_checks") is not None]
+    if not checked:
+        return 0, None, None
+    false = [("bad" in s["step_checks"]) for s in checked]
+    n = len(checked)
+    return n, sum(false) / n, sum(bool(s.get("correct")) and not f for s, f in zip(checked, false)) / n
+
+
 def policy_name(policy) -> str:
     """Display name of a record's policy (a string, or {model, adapter})."""
+    if policy is None:
+        return "(no policy)"  # completions from another generator
     if isinstance(policy, str):
         return policy
     if isinstance(policy, dict) and "model" in policy:
@@ -141,6 +305,7 @@ def _stats(scored: list[dict]) -> dict:
         groups[str(s.get("problem_id"))].append(s)
     n, correct = len(scored), sum(bool(s.get("correct")) for s in scored)
     ci = wilson_interval(correct, n)
+    n_checked, false_step, process_accuracy = step_check_rates(scored)
     out = {
         "n_samples": n,
         "n_problems": len(groups),
@@ -152,6 +317,9 @@ def _stats(scored: list[dict]) -> dict:
         "k": None,
         "pass_at_k": None,
         "maj_at_k": None,
+        "n_step_checked": n_checked,
+        "false_step": false_step,
+        "process_accuracy": process_accuracy,
     }
     sizes = [len(g) for g in groups.values()]
     if sizes and max(sizes) > 1:
@@ -188,17 +356,13 @@ def _pct(x: float | None, sign: str = "%") -> str:
 
 
 def render_summary(summary: dict, console) -> None:
-    """Print the summary as a rich table: one row per policy (numbered, with
-    a legend, since policy names are long), then "all"."""
-    from rich import box
-    from rich.table import Table
-
+    """Print the summary as rich tables: one row per policy (numbered, with
+    a legend, since policy names are long), then "all". Step checks get a
+    second table, so that each fits an 80-column stderr."""
     # Compact headers and box: stderr is often an 80-column pipe or CI log.
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("policy", "n", "probs", "acc", "95% CI", "no ans", "t/o", "k", "pass@k", "maj@k"):
-        table.add_column(col, justify="left" if col == "policy" else "right", no_wrap=True)
     policies = list(summary.get("policies", {}).items())
     rows = [(f"[{i}]", s) for i, (_, s) in enumerate(policies, 1)] + [("all", summary)]
+    table = _table("policy", "n", "probs", "acc", "95% CI", "no ans", "t/o", "k", "pass@k", "maj@k")
     for label, s in rows:
         ci = s.get("ci95")
         table.add_row(
@@ -208,8 +372,21 @@ def render_summary(summary: dict, console) -> None:
             _pct(s["pass_at_k"]), _pct(s["maj_at_k"]),
         )
     console.print(table)
+    if summary.get("n_step_checked"):
+        table = _table("policy", "checked", "acc", "false step", "process acc")
+        for label, s in rows:
+            table.add_row(label, str(s["n_step_checked"]), _pct(s["accuracy"]),
+                          _pct(s["false_step"]), _pct(s["process_accuracy"]))
+        console.print(table)
     for i, (name, _) in enumerate(policies, 1):
         console.print(f"[{i}] {name}", markup=False, highlight=False)
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in columns:
+        table.add_column(col, justify="left" if col == "policy" else "right", no_wrap=True)
+    return table
 
 
 # ---------------------------------------------------------------- command
@@ -217,20 +394,31 @@ def render_summary(summary: dict, console) -> None:
 
 @stage
 def command(
-    samples: str = typer.Argument(..., help="Sample JSONL (from `mcts-pref sample`), or - for stdin."),
+    samples: str = typer.Argument(..., help="Completions JSONL (from `mcts-pref sample` or any generator), or - for stdin."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Write scored records here instead of stdout (overwritten)."),
     report: Optional[str] = typer.Option(None, "--report", help="Also write the summary as JSON to this file."),
+    answer_key: Optional[str] = typer.Option(
+        None, "--answer-key", metavar="PROBLEMS",
+        help="Problem JSONL (e.g. from `prepare`): gold answers by id = problem_id, for completions without them.",
+    ),
+    steps: bool = typer.Option(
+        False, "--steps", help="Check each step's arithmetic: adds step_checks, false-step rate and process accuracy.",
+    ),
     timeout: float = typer.Option(1.0, "--timeout", min=0.1, help="Seconds allowed per symbolic (math-verify) check."),
 ) -> None:
-    """Score samples against their gold answers and print accuracy, pass@k, maj@k.
+    """Score completions against gold answers and print accuracy, pass@k, maj@k.
 
-    Adds pred, correct and reason to every record. Numeric answers compare
-    exactly; LaTeX answers go through math-verify with a time limit.
+    A record needs only `completion` and a gold `answer` (or --answer-key);
+    `problem_id`, `task`, `choices`, `policy` and `steps` are optional. Adds
+    pred, correct and reason to every record. Numeric answers compare
+    exactly; LaTeX answers go through math-verify with a time limit; model
+    text is never run as code.
     """
-    from mcts_pref.console import console
-
-    records = read_samples(samples)
-    scored = score_samples(records, timeout=timeout)
+    if answer_key is not None and str(answer_key) == "-" and str(samples) == "-":
+        raise MctsPrefError("SAMPLES and --answer-key cannot both be - (stdin)")
+    key = read_answer_key(answer_key) if answer_key is not None else None
+    records = read_samples(samples, answer_key=key, steps=steps)
+    scored = score_samples(records, timeout=timeout, steps=steps, answer_key=key)
     try:
         with RecordWriter(out) as writer:
             writer.write_many(scored)

@@ -1,7 +1,9 @@
 """Multiple-choice answers (ARC, CommonsenseQA): find the chosen label.
 
 ``choices`` is a list of ``{"label": "A", "text": "..."}``; the gold answer is
-a label. Extraction priority:
+a label. ``normalize_choices`` turns the other usual shapes (a list of strings,
+a ``{label: text}`` dict, parallel label/text lists) into that one. Extraction
+priority:
 
 1. the last "answer is (C)" / "answer is C" / "answer: C" with a valid label
    (a bare lowercase letter only counts inside parentheses: "answer is a
@@ -21,6 +23,56 @@ TAIL_CHARS = 200
 _ANSWER_LETTER = re.compile(r"(?i:answer)(?:\s+(?i:is))?[ \t]*:?[ \t]*(?:\*\*)?(?:\(([A-Za-z])\)|([A-Z])(?![A-Za-z]))")
 _ANSWER_IS = re.compile(r"answer\s+is\b[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE)
 _PAREN_LETTER = re.compile(r"\(([A-Za-z])\)")
+
+
+def normalize_choices(raw) -> list[dict] | None:
+    """Choices as ``[{"label": "A", "text": "..."}, ...]``; ``None`` stays ``None``.
+
+    Accepted shapes, labels and texts coming back as stripped strings:
+
+    - ``[{"label": "A", "text": "cat"}, ...]`` (ARC, and the problem record);
+    - ``["cat", "dog"]``: labelled A, B, C, ... in order;
+    - ``{"A": "cat", "B": "dog"}``: label -> text, in the dict's order;
+    - ``{"label": ["A", "B"], "text": ["cat", "dog"]}`` (CommonsenseQA on the hub).
+
+    Texts may be numbers. Raises ``ValueError`` for any other shape, fewer
+    than 2 choices, an empty label, or labels equal up to case.
+    """
+    if raw is None:
+        return None
+    if isinstance(raw, dict) and set(raw) == {"label", "text"} and all(isinstance(raw[k], list) for k in raw):
+        if len(raw["label"]) != len(raw["text"]):
+            raise ValueError("choices 'label' and 'text' lists differ in length")
+        pairs = list(zip(raw["label"], raw["text"]))
+    elif isinstance(raw, dict) and set(raw) == {"label", "text"}:
+        raise ValueError('choices is one {"label", "text"} object; expected a list of them')
+    elif isinstance(raw, dict):
+        pairs = list(raw.items())
+    elif isinstance(raw, list) and all(isinstance(c, dict) and "label" in c and "text" in c for c in raw):
+        pairs = [(c["label"], c["text"]) for c in raw]
+    elif isinstance(raw, list) and all(_scalar(c) for c in raw):
+        if len(raw) > 26:
+            raise ValueError(f"{len(raw)} unlabelled choices; label them past Z with [{{\"label\", \"text\"}}, ...]")
+        pairs = [(chr(ord("A") + i), c) for i, c in enumerate(raw)]
+    else:
+        raise ValueError(
+            'choices must be a list of strings, a list of {"label", "text"} objects, or a {label: text} object'
+        )
+    if not all(_scalar(label) and _scalar(text) for label, text in pairs):
+        raise ValueError("choice labels and texts must be strings or numbers")
+    if len(pairs) < 2:
+        raise ValueError("a multiple-choice question needs at least 2 choices")
+    choices = [{"label": str(label).strip(), "text": str(text).strip()} for label, text in pairs]
+    upper = [c["label"].upper() for c in choices]
+    if "" in upper:
+        raise ValueError("a choice has an empty label")
+    if len(set(upper)) != len(upper):
+        raise ValueError(f"duplicate choice labels {[c['label'] for c in choices]}")
+    return choices
+
+
+def _scalar(x) -> bool:
+    return isinstance(x, (str, int, float)) and not isinstance(x, bool)
 
 
 def labels(choices: list | None) -> list[str]:
