@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from mcts_pref.dpo import collate, encode_pairs, load_pairs, sequence_logps, shared_prefix_logps
+from mcts_pref.dpo import collate, encode_pairs, sequence_logps, shared_prefix_logps
+from mcts_pref.train import load_pairs
 from mcts_pref.policy import load_model
 
 

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from mcts_pref.policy import load_backend
+from mcts_pref.backends import load_backend
 
 QUESTIONS = [f"State the final answer to the following arithmetic problem: {a} + {b} - {c} ="
              for a, b, c in [(3, 4, 2), (9, 1, 5), (7, 7, 3), (2, 8, 6)] * 8]

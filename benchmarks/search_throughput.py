@@ -127,7 +127,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from mcts_pref.policy import load_backend
+    from mcts_pref.backends import load_backend
 
     problems = read_records(args.problems, "problem")[: args.limit] if args.problems else easy_problems(args.limit)
     backend = load_backend(args.model, device=args.device)

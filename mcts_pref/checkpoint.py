@@ -1,4 +1,8 @@
-"""train-dpo checkpoints: OUT/checkpoint, written atomically, read back for --resume.
+"""train-dpo's output dir: what a run finds there, and OUT/checkpoint for --resume.
+
+:func:`inspect_out` decides whether a run starts fresh, resumes a checkpoint
+or has nothing to do, and refuses to resume a run with other settings.
+Checkpoints are written atomically and read back for --resume.
 
 A checkpoint holds what a resumed run needs beyond the data order (which
 train.py derives from the step number): the trainable weights and optimizer
@@ -18,6 +22,53 @@ from mcts_pref.records import MctsPrefError
 
 CHECKPOINT = "checkpoint"
 DEEPSPEED_TAG = "deepspeed"  # OUT/checkpoint/deepspeed/: DeepSpeed's own per-process shards
+METRICS = "metrics.jsonl"
+TRAIN_CONFIG = "train_config.json"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md")
+
+
+def inspect_out(out: Path, sig: dict, *, resume: bool, overwrite: bool) -> dict | str | None:
+    """What is in ``out``: None (start fresh), a checkpoint state (resume) or "done".
+
+    ``sig`` is the new run's signature; resuming a run with another one is refused.
+    """
+    if out.exists() and not out.is_dir():
+        raise MctsPrefError(f"--out {out} is a file; train-dpo writes a directory")
+    if overwrite or not out.exists():
+        return None
+    finished = (out / "adapter_config.json").exists()
+    state_path = out / CHECKPOINT / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    if finished:
+        if not resume:
+            raise MctsPrefError(f"{out} already holds a trained adapter; pass --overwrite to replace it or choose another --out")
+        previous = json.loads((out / TRAIN_CONFIG).read_text()).get("signature") if (out / TRAIN_CONFIG).exists() else None
+        _same_run(previous, sig, out, "a finished run")
+        return "done"
+    if state is None:
+        return None
+    if not resume:
+        raise MctsPrefError(f"{out} holds an interrupted run (checkpoint at step {state['step']}); "
+                            "pass --resume to continue it or --overwrite to start over")
+    _same_run(state.get("signature"), sig, out, "its checkpoint")
+    return state
+
+
+def _same_run(previous: dict | None, sig: dict, out: Path, what: str) -> None:
+    if previous is None:
+        return
+    diff = sorted(k for k in set(previous) | set(sig) if previous.get(k) != sig.get(k))
+    if diff:
+        raise MctsPrefError(f"--resume: settings differ from {what} in {out} ({', '.join(diff)}); "
+                            "use the same settings, or --overwrite to start over")
+
+
+def clear_out(out: Path) -> None:
+    """Remove a previous run's files from ``out`` (--overwrite); other files stay."""
+    for name in ADAPTER_FILES + (METRICS, TRAIN_CONFIG):
+        (out / name).unlink(missing_ok=True)
+    for name in (CHECKPOINT, CHECKPOINT + ".tmp"):
+        shutil.rmtree(out / name, ignore_errors=True)
 
 
 

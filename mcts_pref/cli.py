@@ -1,14 +1,18 @@
 """The `mcts-pref` command: one thin typer command per stage.
 
 Each stage module defines ``command`` (its options and docs) and keeps its
-heavy imports (torch, transformers) inside functions, so ``--help`` is fast.
+heavy imports (torch, transformers, vllm, deepspeed) inside functions, so
+``--help`` is fast. Imports run one way: this module -> stage commands ->
+drivers -> pure cores -> records (tests/test_imports.py checks it).
 """
 
 from __future__ import annotations
 
 import typer
 
-from mcts_pref import __version__
+from mcts_pref import (
+    __version__, baseline, datasets, evaluate, merge, pairs, report, sample, search, showtree, train_dpo,
+)
 
 app = typer.Typer(
     name="mcts-pref",
@@ -37,14 +41,12 @@ def _root(
 
 
 def _register() -> None:
-    from mcts_pref import baseline, datasets, dpo, evaluate, merge, pairs, report, sample, search, showtree
-
     app.command("prepare")(datasets.command)
     app.command("sample")(sample.command)
     app.command("search")(search.command)
     app.command("show-tree")(showtree.command)
     app.command("extract-pairs")(pairs.command)
-    app.command("train-dpo")(dpo.command)
+    app.command("train-dpo")(train_dpo.command)
     app.command("evaluate")(evaluate.command)
     app.command("instance-pairs")(baseline.command)
     app.command("merge")(merge.command)

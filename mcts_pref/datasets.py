@@ -26,6 +26,7 @@ import typer
 from mcts_pref.console import console, stage
 from mcts_pref.options import Shard
 from mcts_pref.records import MctsPrefError, RecordError, RecordWriter, iter_records, shard as take_shard
+from mcts_pref.tasks.math import last_boxed
 
 FILE_SOURCES = ("gsm8k", "math", "mcq")
 VALID_SOURCES = "gsm8k PATH, math PATH, mcq PATH, gym:<task> (e.g. gym:chain_sum)"
@@ -78,34 +79,11 @@ def gsm8k_problem(rec: dict, index: int) -> dict:
 # --- MATH --------------------------------------------------------------------
 
 
-def last_boxed(text: str) -> Optional[str]:
-    r"""Content of the last ``\boxed{...}`` (or ``\fbox{...}``), braces balanced.
-
-    ``\boxed{\frac{1}{2}}`` -> ``\frac{1}{2}``. ``None`` when there is none or
-    its braces never close.
-    """
-    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
-    if not starts:
-        # MATH has a few "\boxed 5" answers without braces.
-        bare = re.findall(r"\\boxed +([^\s$]+)", text)
-        return bare[-1] if bare else None
-    start = starts[-1]
-    depth = 1
-    for i in range(start, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i].strip()
-    return None
-
-
 def math_problem(rec: dict, index: int) -> dict:
     for key in ("problem", "solution"):
         if not isinstance(rec.get(key), str):
             raise ValueError(f"math record is missing string key '{key}'")
-    gold = last_boxed(rec["solution"])
+    gold = (last_boxed(rec["solution"]) or "").strip()  # the one boxed rule evaluate uses too
     if not gold:
         raise ValueError("solution has no \\boxed{...} answer")
     problem = {

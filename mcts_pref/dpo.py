@@ -1,8 +1,9 @@
-"""`train-dpo`: step-level DPO with label smoothing (cDPO) on LoRA adapters.
+"""Pure DPO: the loss, tokenisation and collation of pairs, batched step log-probs.
 
-This module holds the pure parts: the config, the loss, tokenisation and
-collation of pairs, and the batched log-probs of continuation tokens. The loop
-(accelerate, checkpoints, reference cache) is in ``train.py``.
+No typer, no files: the `train-dpo` command and its config are in
+``train_dpo.py``, the loop (accelerate, reference cache) in ``train.py``,
+checkpoints in ``checkpoint.py``. torch is imported inside the functions that
+use it so that importing the CLI stays fast.
 
 A pair record is ``{"prompt", "chosen", "rejected", "label_smoothing"?}``:
 ``prompt`` is the question prompt plus the shared prefix of steps, and
@@ -13,134 +14,34 @@ step is a continuation, not the end of a sequence.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NamedTuple
+import inspect
+from typing import TYPE_CHECKING, NamedTuple
 
-import typer
-
-from mcts_pref.console import stage
-from mcts_pref.options import Adapter, Device, Dtype, LoadIn4bit, Model, Seed, TrustRemoteCode
-from mcts_pref.records import MctsPrefError, dumps, read_records
+from mcts_pref.prompts import continuation_ids
+from mcts_pref.records import MctsPrefError
 
 if TYPE_CHECKING:
     import torch
-
-LOSS_TYPES = ("sigmoid", "ipo")
-# Knobs that steer a run but not its result: a --resume may change these, not the others.
-RUN_CONTROL = ("max_steps", "save_every", "resume", "overwrite", "gradient_checkpointing", "device")
-
-
-@dataclass
-class DpoConfig:
-    """Every knob of one `train-dpo` run; the CLI options map one to one.
-
-    Parameters:
-        pairs (list[str]): pair JSONL files (several = replay of earlier rounds), in order.
-        model (str): base model: Hugging Face id, local dir, or ``default``.
-        out (str): output dir: the adapter, ``train_config.json``, ``metrics.jsonl``,
-            ``ref_logps.pt`` (reference cache) and ``checkpoint/``.
-        adapter (str | None = None): an adapter dir to keep training; the reference is
-            still the base model with adapters disabled.
-        loss (str = "sigmoid"): ``sigmoid`` (DPO / cDPO) or ``ipo``.
-        beta (float = 0.1): KL strength; rewards are ``beta * (log pi - log ref)``.
-        label_smoothing (float | None = None): override every pair's ``label_smoothing``
-            (eps in [0, 0.5]); None uses each pair's own value (0 when absent).
-        length_norm (bool = False): divide each log-prob by its token count.
-        terminal_eos (bool = True): end a step the pair marks terminal (``chosen_terminal`` /
-            ``rejected_terminal``) with EOS; other steps never get one (they are continuations).
-        max_length (int = 1024): tokens of prompt + step; longer prompts lose their start.
-        lora_r (int = 8), lora_alpha (int = 16), lora_dropout (float = 0.0): LoRA shape.
-        lora_targets (str = "q_proj,k_proj,v_proj,o_proj"): comma-separated module names.
-        lr (float = 5e-5): peak AdamW learning rate. LoRA wants roughly 10-50x a full
-            fine-tune's DPO rate (1e-6); higher overfits a few hundred pairs in 2 epochs.
-        weight_decay (float = 0.0): AdamW weight decay.
-        warmup_ratio (float = 0.1): fraction of steps of linear warmup before cosine decay to 0.
-        max_grad_norm (float = 1.0): gradient clipping (0 disables).
-        batch_size (int = 8): pairs per micro-batch per process (2x sequences per forward).
-        grad_accum (int = 1): micro-batches per optimizer step.
-        epochs (int = 2): passes over the pairs.
-        max_steps (int | None = None): stop once this many optimizer steps are done and save a
-            checkpoint; the schedule still spans ``epochs``, so ``--resume`` finishes the same run.
-        save_every (int = 0): write ``checkpoint/`` every N optimizer steps (0: only on an early stop).
-        resume (bool = False): continue from ``checkpoint/`` (start fresh when there is none).
-        overwrite (bool = False): replace a finished or interrupted run in ``out``.
-        gradient_checkpointing (bool = False): trade compute for activation memory.
-        seed (int = 0): LoRA init, shuffling (one permutation per epoch) and dropout.
-        dtype (str = "auto"), load_in_4bit (bool = False), trust_remote_code (bool = False),
-        device (str = "auto"): model loading, as in every model stage (``cpu`` forces CPU).
-    """
-
-    pairs: list[str]
-    model: str
-    out: str
-    adapter: str | None = None
-    loss: str = "sigmoid"
-    beta: float = 0.1
-    label_smoothing: float | None = None
-    length_norm: bool = False
-    terminal_eos: bool = True
-    max_length: int = 1024
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_targets: str = "q_proj,k_proj,v_proj,o_proj"
-    lr: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    epochs: int = 2
-    max_steps: int | None = None
-    save_every: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    dtype: str = "auto"
-    load_in_4bit: bool = False
-    trust_remote_code: bool = False
-    device: str = "auto"
-    targets: list[str] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.pairs:
-            raise MctsPrefError("give at least one pair file")
-        if self.loss not in LOSS_TYPES:
-            raise MctsPrefError(f"--loss must be one of {', '.join(LOSS_TYPES)}, got {self.loss!r}")
-        if self.beta <= 0:
-            raise MctsPrefError(f"--beta must be > 0, got {self.beta}")
-        if self.label_smoothing is not None and not 0 <= self.label_smoothing <= 0.5:
-            raise MctsPrefError(f"--label-smoothing must be in [0, 0.5], got {self.label_smoothing}")
-        for name in ("batch_size", "grad_accum", "epochs", "lora_r", "max_length"):
-            if getattr(self, name) < 1:
-                raise MctsPrefError(f"--{name.replace('_', '-')} must be >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise MctsPrefError("--max-steps must be >= 1")
-        if self.save_every < 0 or not 0 <= self.warmup_ratio < 1 or self.lr <= 0 or not 0 <= self.lora_dropout < 1:
-            raise MctsPrefError("need --save-every >= 0, 0 <= --warmup-ratio < 1, --lr > 0 and 0 <= --lora-dropout < 1")
-        if self.resume and self.overwrite:
-            raise MctsPrefError("--resume and --overwrite contradict each other: pick one")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise MctsPrefError(f"train-dpo --device is auto | cpu | cuda (got {self.device!r}); "
-                                "use CUDA_VISIBLE_DEVICES or accelerate launch to pick GPUs")
-        self.targets = [t.strip() for t in self.lora_targets.split(",") if t.strip()]
-        if not self.targets:
-            raise MctsPrefError("--lora-targets is empty")
-
 
 # --- loss ----------------------------------------------------------------------
 
 
 class DpoLossOutput(NamedTuple):
-    loss: torch.Tensor  # scalar: mean over pairs
+    loss: torch.Tensor  # scalar: mean over pairs, the NLL term included
     losses: torch.Tensor  # (B,)
     chosen_rewards: torch.Tensor  # (B,) beta * (log pi - log ref) of the chosen step, detached
     rejected_rewards: torch.Tensor  # (B,)
     reward_acc: torch.Tensor  # scalar: fraction of pairs with chosen reward > rejected reward
     margin: torch.Tensor  # scalar: mean(chosen_rewards - rejected_rewards)
+    nll: torch.Tensor  # scalar, detached: mean chosen-step NLL per token (nan without token counts)
+
+
+def chosen_nll(policy_chosen: torch.Tensor, chosen_lengths: torch.Tensor) -> torch.Tensor:
+    """The chosen step's length-normalised negative log-likelihood, ``-log pi(y_w | x) / |y_w|``, shape (B,).
+
+    Nats per token; a step with no tokens counts as one token.
+    """
+    return -policy_chosen / chosen_lengths.clamp(min=1).to(policy_chosen.dtype)
 
 
 def dpo_loss(
@@ -154,6 +55,8 @@ def dpo_loss(
     loss_type: str = "sigmoid",
     chosen_tokens: torch.Tensor | None = None,
     rejected_tokens: torch.Tensor | None = None,
+    nll_weight: float = 0.0,
+    chosen_lengths: torch.Tensor | None = None,
 ) -> DpoLossOutput:
     """DPO / conservative DPO / IPO loss of a batch of pairs (all inputs shape (B,), nats).
 
@@ -167,16 +70,29 @@ def dpo_loss(
         sigmoid: L = -(1 - eps) * log sigmoid(beta * h) - eps * log sigmoid(-beta * h)
         ipo:     L = (h - 1 / (2 * beta)) ** 2          (eps is ignored)
 
+        L += nll_weight * (-log pi(y_w | x) / |y_w|)    (the NLL term, TRL's rpo_alpha)
+
         chosen_reward = beta * chosen_logratio,  rejected_reward = beta * rejected_logratio
 
     ``eps`` (``label_smoothing``, a float or a (B,) tensor in [0, 0.5]) is the
     probability that the preference label is flipped (cDPO): MCTS pairs get
     ``eps = N_rejected / (N_chosen + N_rejected)``, so a pair whose loser was
     barely explored is trusted more. eps = 0 is plain DPO.
+
+    The NLL term (:func:`chosen_nll`) keeps the chosen step's own likelihood
+    up: under DPO alone both log-probs usually fall together. ``|y_w|`` is
+    ``chosen_lengths`` (else ``chosen_tokens``), the raw log-prob is used
+    whether or not the DPO part is length-normalised, and the term is per
+    pair, then averaged over pairs (TRL averages over all chosen tokens of a
+    batch; the two agree when steps have equal length).
     """
     import torch
     import torch.nn.functional as F
 
+    lengths = chosen_lengths if chosen_lengths is not None else chosen_tokens
+    if nll_weight and lengths is None:
+        raise ValueError("nll_weight needs the chosen steps' token counts (chosen_lengths)")
+    nll = chosen_nll(policy_chosen, lengths) if lengths is not None else None
     if chosen_tokens is not None and rejected_tokens is not None:
         c = chosen_tokens.clamp(min=1).to(policy_chosen.dtype)
         r = rejected_tokens.clamp(min=1).to(policy_rejected.dtype)
@@ -192,6 +108,8 @@ def dpo_loss(
         losses = (h - 1 / (2 * beta)) ** 2
     else:
         raise ValueError(f"unknown loss_type {loss_type!r}")
+    if nll_weight:
+        losses = losses + nll_weight * nll
     chosen_rewards = (beta * chosen_logratio).detach()
     rejected_rewards = (beta * rejected_logratio).detach()
     return DpoLossOutput(
@@ -201,46 +119,11 @@ def dpo_loss(
         rejected_rewards=rejected_rewards,
         reward_acc=(chosen_rewards > rejected_rewards).float().mean(),
         margin=(chosen_rewards - rejected_rewards).mean(),
+        nll=nll.detach().mean() if nll is not None else torch.tensor(float("nan"), device=h.device),
     )
 
 
 # --- pairs, tokenisation, collation --------------------------------------------
-
-
-@dataclass
-class PairFile:
-    path: str
-    sha256: str
-    n: int
-
-
-def load_pairs(paths: list[str], label_smoothing: float | None = None) -> tuple[list[dict], list[PairFile]]:
-    """Read and check every pair file before any model is loaded."""
-    pairs: list[dict] = []
-    files: list[PairFile] = []
-    for path in paths:
-        recs = read_records(path, "pair")
-        if path == "-":
-            digest = hashlib.sha256("\n".join(dumps(r) for r in recs).encode()).hexdigest()
-        else:
-            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        for i, rec in enumerate(recs, 1):
-            where = f"{path}: pair record {i}"
-            for key in ("prompt", "chosen", "rejected"):
-                if not isinstance(rec[key], str):
-                    raise MctsPrefError(f"{where}: '{key}' must be a string")
-            if not rec["chosen"] or not rec["rejected"]:
-                raise MctsPrefError(f"{where}: empty 'chosen' or 'rejected' step")
-            eps = rec.get("label_smoothing", 0.0) if label_smoothing is None else label_smoothing
-            if not isinstance(eps, (int, float)) or not 0 <= eps <= 0.5:
-                raise MctsPrefError(f"{where}: label_smoothing must be a number in [0, 0.5], got {eps!r}")
-            pairs.append({"prompt": rec["prompt"], "chosen": rec["chosen"], "rejected": rec["rejected"],
-                          "eps": float(eps), "chosen_terminal": bool(rec.get("chosen_terminal", False)),
-                          "rejected_terminal": bool(rec.get("rejected_terminal", False))})
-        files.append(PairFile(path, digest, len(recs)))
-    if not pairs:
-        raise MctsPrefError(f"no pairs to train on in {', '.join(paths)}")
-    return pairs, files
 
 
 def encode_pairs(tokenizer, pairs: list[dict], max_length: int, terminal_eos: bool = True) -> list[dict]:
@@ -249,12 +132,13 @@ def encode_pairs(tokenizer, pairs: list[dict], max_length: int, terminal_eos: bo
     The prompt gets the tokenizer's leading special tokens (BOS) unless its
     text already starts with them, as a chat-templated prompt does: the same
     ids the policy saw when it generated after this prompt, with no doubled
-    BOS. Each step is tokenised on its own with ``add_special_tokens=False``
-    and the ids concatenated after the prompt's. Tokenising ``prompt + step``
-    as one string instead can merge tokens across the boundary (a trailing
-    newline with the step's first characters), which would blur where the step
-    starts; concatenating keeps the boundary exact and matches a step generated
-    after the prompt's tokens. No EOS follows a step that the solution goes on
+    BOS. Each step gets the ids the policy emits right after the prompt's
+    (:func:`mcts_pref.prompts.continuation_ids`): those of ``prompt + step``
+    past the prompt's own, so a SentencePiece tokenizer (Llama-2, Mistral)
+    does not start the step with a "▁" the policy never generated; where
+    byte-level BPE would merge the two across the boundary (a trailing space
+    and the step's first characters), the step's own ids, which keeps the
+    boundary exact. No EOS follows a step that the solution goes on
     after; with ``terminal_eos`` a step the pair marks terminal
     (``chosen_terminal`` / ``rejected_terminal``) ends with EOS, so the policy
     learns where a solution ends. When prompt + step exceed
@@ -273,7 +157,7 @@ def encode_pairs(tokenizer, pairs: list[dict], max_length: int, terminal_eos: bo
             raise MctsPrefError("a pair's prompt tokenises to no tokens; a step needs a prompt to follow")
         enc = {}
         for key in ("chosen", "rejected"):
-            ids = tokenizer(pair[key], add_special_tokens=False)["input_ids"]
+            ids = continuation_ids(tokenizer, pair["prompt"], pair[key])
             if terminal_eos and pair.get(f"{key}_terminal") and tokenizer.eos_token_id is not None:
                 ids = ids + [tokenizer.eos_token_id]
             enc[key] = ids[: max_length - 1]
@@ -352,8 +236,6 @@ def shared_prefix_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]
     prompts are long. Not for DDP (two forwards per backward) nor gradient
     checkpointing (no cache then): the trainer uses sequence_logps there.
     """
-    import inspect
-
     import torch
     from transformers import DynamicCache
 
@@ -397,8 +279,6 @@ def _device(model):
 
 def _keeps_logits_by_mask(model) -> bool:
     """Whether the model's forward takes ``logits_to_keep`` and transformers slices by a boolean mask."""
-    import inspect
-
     import torch
     import transformers.modeling_utils as mu
 
@@ -411,60 +291,3 @@ def _keeps_logits_by_mask(model) -> bool:
     except (TypeError, ValueError):
         return False
     return hasattr(mu, "slice_logits_to_keep") and "logits_to_keep" in params
-
-
-# --- the command ---------------------------------------------------------------
-
-
-@stage
-def command(
-    pairs: Annotated[list[str], typer.Argument(help="Pair JSONL files (several = replay of earlier rounds); - for stdin.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Output dir: LoRA adapter, train_config.json, metrics.jsonl.")],
-    model: Model = "default",
-    adapter: Adapter = None,
-    loss: Annotated[str, typer.Option(help="sigmoid (DPO, cDPO with label smoothing) | ipo.")] = "sigmoid",
-    beta: Annotated[float, typer.Option(help="KL strength beta.")] = 0.1,
-    label_smoothing: Annotated[float | None, typer.Option(
-        help="Override every pair's label_smoothing eps (0 = plain DPO); default: each pair's own.")] = None,
-    length_norm: Annotated[bool, typer.Option("--length-norm", help="Divide each log-prob by its token count.")] = False,
-    terminal_eos: Annotated[bool, typer.Option(
-        help="End steps the pair marks terminal with EOS (non-terminal steps never get one).")] = True,
-    max_length: Annotated[int, typer.Option(help="Max tokens of prompt + step; long prompts lose their start.")] = 1024,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha (scale = alpha / r).")] = 16,
-    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.0,
-    lora_targets: Annotated[str, typer.Option(help="Comma-separated module names LoRA wraps.")] = "q_proj,k_proj,v_proj,o_proj",
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 5e-5,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
-    warmup_ratio: Annotated[float, typer.Option(help="Fraction of steps of linear warmup before cosine decay.")] = 0.1,
-    max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm (0 disables).")] = 1.0,
-    batch_size: Annotated[int, typer.Option(help="Pairs per micro-batch per process.")] = 8,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
-    epochs: Annotated[int, typer.Option(help="Passes over the pairs.")] = 2,
-    max_steps: Annotated[int | None, typer.Option(
-        help="Stop after this many optimizer steps and save a checkpoint; --resume finishes the run.")] = None,
-    save_every: Annotated[int, typer.Option(help="Checkpoint every N optimizer steps into OUT/checkpoint (0: off).")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint (fresh start if none).")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished or interrupted run in OUT.")] = False,
-    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward.")] = False,
-    seed: Seed = 0,
-    dtype: Dtype = "auto",
-    load_in_4bit: LoadIn4bit = False,
-    trust_remote_code: TrustRemoteCode = False,
-    device: Device = "auto",
-) -> None:
-    """Train a LoRA adapter on step-level preference pairs with (conservative) DPO.
-
-    The reference policy is the base model with adapters disabled; its
-    log-probs are computed once and cached in OUT/ref_logps.pt. Writes a peft
-    adapter to OUT (use it with --adapter OUT), OUT/train_config.json and
-    OUT/metrics.jsonl. Several GPUs (DDP): accelerate launch --multi_gpu
-    --num_processes N -m mcts_pref train-dpo ... (--batch-size is per process).
-    DeepSpeed ZeRO-2/3: accelerate launch --config_file
-    examples/accelerate/deepspeed_zero2.yaml -m mcts_pref train-dpo ...
-    (no --grad-accum > 1 there; see examples/accelerate/README.md).
-    """
-    cfg = DpoConfig(**{k: v for k, v in locals().items()})
-    from mcts_pref.train import train
-
-    train(cfg)

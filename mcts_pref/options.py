@@ -1,14 +1,44 @@
-"""Typer option types shared by every stage that loads a model."""
+"""Typer option types shared by every stage that loads a model, and their defaults.
+
+:class:`PolicyOptions` is the one place the shared defaults live; each
+command writes ``model: Model = POLICY.model`` and so on. Stage-specific
+knobs live in each stage's own config dataclass (``search.Config``,
+``sample.SampleConfig``, ``train_dpo.DpoConfig``), from which its options
+take their defaults in the same way.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
 
+
+@dataclass(frozen=True)
+class PolicyOptions:
+    """Defaults of the options that load and prompt a policy (shared by sample, search, train-dpo)."""
+
+    model: str = "default"
+    adapter: Optional[str] = None
+    dtype: str = "auto"
+    load_in_4bit: bool = False
+    trust_remote_code: bool = False
+    device: str = "auto"
+    prompt_format: str = "auto"
+    shots: int = 2
+    shots_from: Optional[str] = None
+    batch_rows: int = 64
+    backend: str = "hf"
+    tensor_parallel_size: int = 1
+    seed: int = 0
+
+
+POLICY = PolicyOptions()
+
 Model = Annotated[
     str,
-    typer.Option("--model", "-m", help="Base model: Hugging Face id, local dir, or 'default' (bundled SmolLM2-135M-Instruct)."),
+    typer.Option("--model", "-m", help="Base model: Hugging Face id, local dir, a .gguf file (converted once), or 'default' (bundled SmolLM2-135M-Instruct)."),
 ]
 Adapter = Annotated[
     Optional[str], typer.Option("--adapter", "-a", help="LoRA adapter dir written by train-dpo (optional).")

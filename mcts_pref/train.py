@@ -18,30 +18,73 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
+import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mcts_pref.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from mcts_pref.console import console
-from mcts_pref.dpo import (
-    RUN_CONTROL, DpoConfig, collate, dpo_loss, encode_pairs, load_pairs, sequence_logps, shared_prefix_logps,
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mcts_pref import __version__
+from mcts_pref.checkpoint import (
+    CHECKPOINT, METRICS, TRAIN_CONFIG, clear_out, inspect_out, load_checkpoint, save_checkpoint,
 )
-from mcts_pref.records import MctsPrefError
+from mcts_pref.console import console
+from mcts_pref.dpo import collate, dpo_loss, encode_pairs, sequence_logps, shared_prefix_logps
+from mcts_pref.policy import load_model
+from mcts_pref.records import MctsPrefError, dumps, read_records
+
+if TYPE_CHECKING:  # the command module owns the config and imports this one
+    from mcts_pref.train_dpo import DpoConfig
 
 REF_CACHE = "ref_logps.pt"
-METRICS = "metrics.jsonl"
-TRAIN_CONFIG = "train_config.json"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md")
+# Per-step metrics, means over the step's pairs (one metrics.jsonl row each).
+# "nll": the chosen steps' NLL per token (logged whatever --nll-weight is: it shows when DPO
+# pushes the chosen step down too).
+METRIC_NAMES = ("loss", "reward_acc", "margin", "chosen_reward", "rejected_reward", "eps", "nll")
 
 
 def signature(cfg: DpoConfig, pair_hashes: list[str]) -> dict:
     """The knobs that decide the result; a resumed run must match them."""
-    sig = {k: v for k, v in asdict(cfg).items() if k not in RUN_CONTROL + ("pairs", "out", "targets")}
-    sig["pair_sha256"] = pair_hashes
-    return sig
+    return {**cfg.result_knobs(), "pair_sha256": pair_hashes}
+
+
+@dataclass
+class PairFile:
+    path: str
+    sha256: str
+    n: int
+
+
+def load_pairs(paths: list[str], label_smoothing: float | None = None) -> tuple[list[dict], list[PairFile]]:
+    """Read and check every pair file before any model is loaded."""
+    pairs: list[dict] = []
+    files: list[PairFile] = []
+    for path in paths:
+        recs = read_records(path, "pair")
+        if path == "-":
+            digest = hashlib.sha256("\n".join(dumps(r) for r in recs).encode()).hexdigest()
+        else:
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        for i, rec in enumerate(recs, 1):
+            where = f"{path}: pair record {i}"
+            for key in ("prompt", "chosen", "rejected"):
+                if not isinstance(rec[key], str):
+                    raise MctsPrefError(f"{where}: '{key}' must be a string")
+            if not rec["chosen"] or not rec["rejected"]:
+                raise MctsPrefError(f"{where}: empty 'chosen' or 'rejected' step")
+            eps = rec.get("label_smoothing", 0.0) if label_smoothing is None else label_smoothing
+            if not isinstance(eps, (int, float)) or not 0 <= eps <= 0.5:
+                raise MctsPrefError(f"{where}: label_smoothing must be a number in [0, 0.5], got {eps!r}")
+            pairs.append({"prompt": rec["prompt"], "chosen": rec["chosen"], "rejected": rec["rejected"],
+                          "eps": float(eps), "chosen_terminal": bool(rec.get("chosen_terminal", False)),
+                          "rejected_terminal": bool(rec.get("rejected_terminal", False))})
+        files.append(PairFile(path, digest, len(recs)))
+    if not pairs:
+        raise MctsPrefError(f"no pairs to train on in {', '.join(paths)}")
+    return pairs, files
 
 
 def epoch_batches(n: int, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
@@ -60,57 +103,12 @@ def epoch_batches(n: int, epoch: int, seed: int, batch_size: int, rank: int = 0,
     return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
 
 
-# --- output dir ----------------------------------------------------------------
-
-
-def _inspect_out(cfg: DpoConfig, out: Path, sig: dict) -> dict | str | None:
-    """What is in ``out``: None (start fresh), a checkpoint state (resume) or "done"."""
-    if out.exists() and not out.is_dir():
-        raise MctsPrefError(f"--out {out} is a file; train-dpo writes a directory")
-    if cfg.overwrite or not out.exists():
-        return None
-    finished = (out / "adapter_config.json").exists()
-    state_path = out / CHECKPOINT / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else None
-    if finished:
-        if not cfg.resume:
-            raise MctsPrefError(f"{out} already holds a trained adapter; pass --overwrite to replace it or choose another --out")
-        previous = json.loads((out / TRAIN_CONFIG).read_text()).get("signature") if (out / TRAIN_CONFIG).exists() else None
-        _same_run(previous, sig, out, "a finished run")
-        return "done"
-    if state is None:
-        return None
-    if not cfg.resume:
-        raise MctsPrefError(f"{out} holds an interrupted run (checkpoint at step {state['step']}); "
-                            "pass --resume to continue it or --overwrite to start over")
-    _same_run(state.get("signature"), sig, out, "its checkpoint")
-    return state
-
-
-def _same_run(previous: dict | None, sig: dict, out: Path, what: str) -> None:
-    if previous is None:
-        return
-    diff = sorted(k for k in set(previous) | set(sig) if previous.get(k) != sig.get(k))
-    if diff:
-        raise MctsPrefError(f"--resume: settings differ from {what} in {out} ({', '.join(diff)}); "
-                            "use the same settings, or --overwrite to start over")
-
-
-def _clear(out: Path) -> None:
-    for name in ADAPTER_FILES + (METRICS, TRAIN_CONFIG):
-        (out / name).unlink(missing_ok=True)
-    for name in (CHECKPOINT, CHECKPOINT + ".tmp"):
-        shutil.rmtree(out / name, ignore_errors=True)
-
-
 # --- model ---------------------------------------------------------------------
 
 
 def load_trainable(cfg: DpoConfig, device: str):
     """The base model wrapped in a trainable LoRA adapter (new, or ``--adapter`` continued)."""
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-
-    from mcts_pref.policy import load_model
 
     # The base alone: the adapter is attached below, after the k-bit preparation that
     # would otherwise freeze it.
@@ -212,15 +210,6 @@ def reference_logps(model, encoded, cfg: DpoConfig, accelerator, out: Path, pad_
 
 
 def _progress(accelerator):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=console,
                     disable=not accelerator.is_main_process)
@@ -230,8 +219,6 @@ def _write_train_config(out: Path, cfg: DpoConfig, files, sig: dict, extra: dict
     import peft
     import torch
     import transformers
-
-    from mcts_pref import __version__
 
     record = {"v": 1, "base_model": cfg.model, "adapter": cfg.adapter, "config": asdict(cfg),
               "pairs": [asdict(f) for f in files], "signature": sig, **extra,
@@ -248,7 +235,7 @@ def train(cfg: DpoConfig) -> None:
     if cfg.adapter and Path(cfg.adapter).resolve() == out.resolve():
         raise MctsPrefError("--out must differ from --adapter: write the continued adapter to a new dir")
     sig = signature(cfg, [f.sha256 for f in files])
-    state = _inspect_out(cfg, out, sig)
+    state = inspect_out(out, sig, resume=cfg.resume, overwrite=cfg.overwrite)
     if state == "done":
         console.print(f"{out} already holds the finished adapter of this run; nothing to do")
         return
@@ -280,7 +267,7 @@ def train(cfg: DpoConfig) -> None:
         ds_config["train_batch_size"] = cfg.batch_size * accelerator.num_processes
     if accelerator.is_main_process:
         if out.exists() and (cfg.overwrite or state is None):
-            _clear(out)
+            clear_out(out)
         out.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)  # before LoRA init, so the initial adapter is a function of the seed
@@ -331,7 +318,7 @@ def train(cfg: DpoConfig) -> None:
             group = batches[epoch][k * cfg.grad_accum : (k + 1) * cfg.grad_accum]
             n_group = sum(len(mb) for mb in group)
             t0 = time.perf_counter()
-            sums = torch.zeros(7, device=dev)  # loss, acc, margin, chosen r, rejected r, eps, pairs
+            sums = dict.fromkeys(METRIC_NAMES, 0.0)  # pair-weighted sums over the step's micro-batches
             for j, mb in enumerate(group):
                 batch = collate([encoded[i] for i in mb], pad_id)
                 b, idx = len(mb), torch.tensor(mb)
@@ -343,25 +330,31 @@ def train(cfg: DpoConfig) -> None:
                         beta=cfg.beta, label_smoothing=batch["eps"].to(dev), loss_type=cfg.loss,
                         chosen_tokens=counts[:b] if cfg.length_norm else None,
                         rejected_tokens=counts[b:] if cfg.length_norm else None,
+                        nll_weight=cfg.nll_weight, chosen_lengths=counts[:b],
                     )
                     accelerator.backward(res.loss * (b / n_group))
-                sums += b * torch.stack([res.loss.detach(), res.reward_acc, res.margin, res.chosen_rewards.mean(),
-                                         res.rejected_rewards.mean(), batch["eps"].mean().to(dev), torch.tensor(1.0, device=dev)])
+                batch_means = {"loss": res.loss.detach(), "reward_acc": res.reward_acc, "margin": res.margin,
+                               "chosen_reward": res.chosen_rewards.mean(), "rejected_reward": res.rejected_rewards.mean(),
+                               "eps": batch["eps"].mean().to(dev), "nll": res.nll}
+                for name, value in batch_means.items():
+                    sums[name] = sums[name] + b * value
             grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
 
-            sums = accelerator.reduce(sums, reduction="sum")
-            m = (sums[:6] / sums[6]).tolist()
-            row = {"step": step + 1, "epoch": epoch + (k + 1) / steps_per_epoch, "loss": m[0], "reward_acc": m[1],
-                   "margin": m[2], "chosen_reward": m[3], "rejected_reward": m[4], "eps": m[5], "lr": lr,
+            # One reduce for all processes' sums; the pair count goes along as the last entry.
+            totals = accelerator.reduce(torch.stack([torch.as_tensor(sums[name], device=dev, dtype=torch.float32)
+                                                     for name in METRIC_NAMES] + [torch.tensor(float(n_group), device=dev)]),
+                                        reduction="sum")
+            means = dict(zip(METRIC_NAMES, (totals[:-1] / totals[-1]).tolist()))
+            row = {"step": step + 1, "epoch": epoch + (k + 1) / steps_per_epoch, **means, "lr": lr,
                    "grad_norm": None if grad_norm is None else float(grad_norm),
                    "seconds": time.perf_counter() - t0}
             if accelerator.is_main_process:
                 _log_metrics(metrics_path, row)
-            progress.update(task, advance=1, stats=f"loss {m[0]:.4f}  acc {m[1]:.2f}")
+            progress.update(task, advance=1, stats=f"loss {means['loss']:.4f}  acc {means['reward_acc']:.2f}")
             if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (step + 1 == stop_at < total):
                 save_checkpoint(out, step + 1, unwrapped, optimizer, scheduler, sig, accelerator, engine)
 
@@ -400,8 +393,6 @@ def _zero_stage(accelerator) -> int:
 
 def _deepspeed_launch(cfg: DpoConfig) -> bool:
     """True under ``accelerate launch`` with a DeepSpeed config; refuses what it cannot do there."""
-    import os
-
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
         return False
     if cfg.grad_accum != 1:

@@ -6,11 +6,21 @@ backend. A tree is a plain ``list[Node]`` indexed by node id, root = 0.
 
 Conventions (the paper's released code runs the same way):
 
-- A node's *value* ``v = self_eval_weight * C + outcome_weight * O`` where
-  ``C`` is the policy's self-evaluation P("correct") of the partial solution
-  (``C = 1`` when self-evaluation is off, as in the paper's ablation) and
-  ``O`` = +1 / -1 is the answer checker's verdict, present only at terminal
-  nodes.
+- A node's *value* is a weighted sum of value terms, ``v = sum_t w_t * x_t``
+  (``--value``; the paper's rule is ``self-eval=1,outcome=1``):
+
+  - ``self_eval``: C, the policy's self-evaluation P("correct"), in [0, 1];
+  - ``outcome``: O = +1 / -1 from the answer checker at terminal nodes, 0 elsewhere;
+  - ``rollout``: the mean outcome of K policy completions from the node, in
+    [-1, 1] (a terminal node's is its own O);
+  - ``checker``: the sum over the steps on the node's path of the step
+    checker's verdicts (+1 ok, -1 bad, 0 unknown);
+  - ``checker_gate``: -1 once any step on the path was false, else 0.
+
+  The checker terms are *path* terms on purpose. With ``r = v(child) -
+  v(parent)`` and the backup below, ``Q(node) = E[v(frontier)] - v(parent)``:
+  a term that scored only the node's own step would vanish from its Q as
+  soon as it had children.
 - The root's value is 0 (it is never self-evaluated). Any root value would
   shift the reward of every first step by the same constant, so it cannot
   change a PUCT choice, the commit, or which sibling a pair prefers; 0 saves
@@ -30,9 +40,13 @@ from dataclasses import dataclass, field
 
 # Record keys of a node (DESIGN "tree"), in output order. token_ids stay out: big.
 RECORD_KEYS = (
-    "id", "parent", "depth", "text", "prior", "logprob", "n_tokens", "self_eval", "outcome",
-    "value", "reward", "Q", "V", "N", "terminal", "finish", "correct",
+    "id", "parent", "depth", "text", "prior", "logprob", "n_tokens", "draws", "self_eval", "outcome", "check",
+    "rollouts", "rollout_tokens", "values", "value", "reward", "Q", "V", "N", "commit_Q", "commit_N", "terminal",
+    "finish", "correct",
 )
+FORCED_TERMINAL = "max_depth"  # finish of a step forced terminal at --max-depth (outcome -1: no answer)
+VALUE_TERMS = ("self_eval", "outcome", "rollout", "checker", "checker_gate")
+CHECK_SCORE = {"ok": 1, "bad": -1, "unknown": 0}
 
 
 @dataclass
@@ -47,13 +61,21 @@ class Node:
     n_tokens: int = 0
     logprob: float = 0.0  # sum of log pi over the step's tokens, nats
     prior: float = 1.0  # p = exp(logprob / n_tokens**lam), in (0, 1]
+    draws: int = 1  # samples of the expansion that drew this step (duplicates merge into one child)
     self_eval: float | None = None  # C in [0, 1]; None when not evaluated
     outcome: int | None = None  # O = +1 / -1 at terminal nodes, else None
-    value: float = 0.0  # v = w_C * C + w_O * O
+    check: str | None = None  # the step checker's verdict on this step: ok / bad / unknown
+    rollouts: int = 0  # completions sampled from this node for its rollout value
+    rollout_tokens: int = 0  # tokens those completions cost
+    values: dict = field(default_factory=dict)  # the value terms that make v, unweighted
+    terms: dict = field(default_factory=dict)  # every term computed (path terms need the parent's); not in the record
+    value: float = 0.0  # v = sum of weight * term over values
     reward: float = 0.0  # r = v(node) - v(parent)
     Q: float = 0.0  # r + V
     V: float = 0.0  # visit-weighted mean of the children's Q; 0 while a leaf
     N: int = 0  # visits
+    commit_Q: float | None = None  # Q and N when the parent committed (what pairs compare); None before
+    commit_N: int | None = None
     terminal: bool = False
     correct: bool | None = None  # the checker's verdict at terminal nodes
     finish: str = ""  # why the step ended (backend.STEP, ANSWER, EOS, ...)
@@ -73,13 +95,52 @@ def prior(logprob_sum: float, n_tokens: int, lam: float = 1.25) -> float:
     return math.exp(logprob_sum / max(1, n_tokens) ** lam)
 
 
-def node_value(
-    self_eval: float | None, outcome: int | None, self_eval_weight: float = 1.0, outcome_weight: float = 1.0
-) -> float:
-    """``v = self_eval_weight * C + outcome_weight * O``; ``C = 1`` if None (self-eval off), ``O = 0`` if None."""
-    c = 1.0 if self_eval is None else self_eval
-    o = 0 if outcome is None else outcome
-    return self_eval_weight * c + outcome_weight * o
+def parse_value_spec(spec: str) -> dict[str, float]:
+    """``"self-eval=1,outcome=1"`` -> ``{"self_eval": 1.0, "outcome": 1.0}``; a bare term has weight 1.
+
+    Raises ValueError naming the problem (unknown term, bad weight, repeated term, empty).
+    """
+    weights: dict[str, float] = {}
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, _, w = part.partition("=")
+        term = name.strip().replace("-", "_")
+        if term not in VALUE_TERMS:
+            raise ValueError(f"unknown value term {name.strip()!r} (terms: {', '.join(t.replace('_', '-') for t in VALUE_TERMS)})")
+        if term in weights:
+            raise ValueError(f"value term {name.strip()!r} is given twice")
+        try:
+            weights[term] = float(w) if w.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"value term {name.strip()!r}: weight {w.strip()!r} is not a number") from None
+        if not math.isfinite(weights[term]):
+            raise ValueError(f"value term {name.strip()!r}: weight must be finite")
+    if not weights:
+        raise ValueError("no value terms given")
+    return weights
+
+
+def node_value(values: dict[str, float | None], weights: dict[str, float]) -> float:
+    """``v = sum_t weights[t] * values[t]``; a term with no value (None or absent) counts 0."""
+    return sum(w * (values.get(t) or 0.0) for t, w in weights.items())
+
+
+def checker_terms(parent: dict, verdict: str | None) -> dict[str, float]:
+    """The path terms of a child whose parent's terms are ``parent`` and whose own step got ``verdict``.
+
+    ``checker`` = parent's sum + score(verdict); ``checker_gate`` = -1 once any step on the path
+    was false. The root's terms are 0 (an empty solution has no claims).
+    """
+    score = CHECK_SCORE.get(verdict or "unknown", 0)
+    gate = -1.0 if verdict == "bad" or parent.get("checker_gate", 0.0) < 0 else 0.0
+    return {"checker": parent.get("checker", 0.0) + score, "checker_gate": gate}
+
+
+def rollout_value(outcomes: list[int]) -> float | None:
+    """Mean of +1 / -1 rollout outcomes, in [-1, 1]; None when there are none."""
+    return sum(outcomes) / len(outcomes) if outcomes else None
 
 
 def step_reward(value: float, parent_value: float) -> float:
@@ -128,16 +189,16 @@ def add_child(
     return node
 
 
-def score_node(
-    nodes: list[Node], node: int, self_eval: float | None, outcome: int | None,
-    self_eval_weight: float = 1.0, outcome_weight: float = 1.0,
-) -> None:
-    """Set a fresh node's value, reward and initial ``Q = r`` (``V = 0``: nothing below it yet)."""
+def score_node(nodes: list[Node], node: int, values: dict[str, float | None], weights: dict[str, float]) -> None:
+    """Set a fresh node's value terms, value, reward and initial ``Q = r`` (``V = 0``: nothing below it yet).
+
+    ``values`` holds every term computed for the node; those named in ``weights`` make its value.
+    """
     n = nodes[node]
-    n.self_eval, n.outcome = self_eval, outcome
-    if outcome is not None:
-        n.correct = outcome > 0
-    n.value = node_value(self_eval, outcome, self_eval_weight, outcome_weight)
+    if n.outcome is not None:
+        n.correct = n.outcome > 0
+    n.values = {t: values.get(t) for t in weights}
+    n.value = node_value(values, weights)
     n.reward = step_reward(n.value, nodes[n.parent].value) if n.parent is not None else 0.0
     n.V = 0.0
     n.Q = n.reward + n.V
@@ -161,7 +222,14 @@ def backup(nodes: list[Node], path: list[int]) -> None:
 
 
 def commit_child(nodes: list[Node], parent: int) -> int:
-    """The child to commit to: most visits, then higher Q, then lower id."""
+    """The child to commit to: most visits, then higher Q, then lower id.
+
+    Records every child's ``commit_Q`` / ``commit_N``: the statistics the
+    commit was made with, which pairs compare (the committed child goes on
+    collecting visits, its siblings do not).
+    """
+    for i in nodes[parent].children:
+        nodes[i].commit_Q, nodes[i].commit_N = nodes[i].Q, nodes[i].N
     return max(nodes[parent].children, key=lambda i: (nodes[i].N, nodes[i].Q, -i))
 
 

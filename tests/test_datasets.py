@@ -5,6 +5,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+from mcts_pref.tasks.math import last_boxed
 from typer.testing import CliRunner
 
 from mcts_pref.cli import app
@@ -12,7 +14,6 @@ from mcts_pref.datasets import (
     chain_sum_steps,
     coerce_value,
     gym_problems,
-    last_boxed,
     normalize_choices,
     split_gsm8k_solution,
 )
@@ -54,6 +55,7 @@ def test_split_gsm8k_needs_marker():
         (r"\fbox{x+1}", "x+1"),
         ("no box here", None),
         (r"\boxed{unclosed", None),
+        (r"\boxed{7} and later \boxed{unclosed", "7"),  # the same rule as evaluate: an earlier closed box
     ],
 )
 def test_last_boxed(text, gold):

@@ -10,9 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from mcts_pref.cli import app
-from mcts_pref.dpo import DpoConfig, collate, dpo_loss, encode_pairs, sequence_logps
+from mcts_pref.dpo import collate, dpo_loss, encode_pairs, sequence_logps
 from mcts_pref.records import MctsPrefError
 from mcts_pref.train import epoch_batches
+from mcts_pref.train_dpo import DpoConfig
 from tests.conftest import read_jsonl, write_jsonl
 
 runner = CliRunner()
@@ -76,11 +77,42 @@ def test_loss_gradient_pushes_chosen_up():
     assert pc.grad.item() == pytest.approx(-0.04255575, abs=1e-7) and pr.grad.item() == pytest.approx(0.04255575, abs=1e-7)
 
 
+def test_loss_nll_term_value_and_gradient_by_hand():
+    # nll_weight W = 0.5, chosen step of 4 tokens: nll = -(-10) / 4 = 2.5 nats per token,
+    # loss = 0.5543552 + 0.5 * 2.5 = 1.8043552.
+    pc, pr = _t(PC).requires_grad_(), _t(PR).requires_grad_()
+    out = dpo_loss(pc, pr, _t(RC), _t(RR), beta=0.1, nll_weight=0.5, chosen_lengths=torch.tensor([4]))
+    assert out.loss.item() == pytest.approx(1.8043552, abs=1e-6)
+    assert out.nll.item() == pytest.approx(2.5) and out.chosen_rewards.item() == pytest.approx(0.2)
+    out.loss.backward()
+    # dL/d(pc) = -beta * sigmoid(-beta h) - W / |y_w| = -0.04255575 - 0.125; the rejected side is untouched.
+    assert pc.grad.item() == pytest.approx(-0.16755575, abs=1e-7)
+    assert pr.grad.item() == pytest.approx(0.04255575, abs=1e-7)
+    # Weight 0 is plain DPO; the NLL is still reported (for the metrics).
+    out = dpo_loss(_t(PC), _t(PR), _t(RC), _t(RR), beta=0.1, chosen_lengths=torch.tensor([4]))
+    assert out.loss.item() == pytest.approx(0.5543552, abs=1e-6) and out.nll.item() == pytest.approx(2.5)
+    assert math.isnan(dpo_loss(_t(PC), _t(PR), _t(RC), _t(RR)).nll.item())
+    # With length normalisation the NLL still uses the raw log-prob: 0.6443967 + 0.5 * 2.5 = 1.8943967.
+    out = dpo_loss(_t(PC), _t(PR), _t(RC), _t(RR), beta=0.1, chosen_tokens=torch.tensor([4]),
+                   rejected_tokens=torch.tensor([2]), nll_weight=0.5)
+    assert out.loss.item() == pytest.approx(1.8943967, abs=1e-6)
+    # Per pair, then the mean: pairs of 4 and 2 tokens, -10 and -6 nats: (2.5 + 3) / 2 = 2.75;
+    # IPO: (4 + 0.2 * 2.5) and (4 + 0.2 * 3) averaged = 4.55.
+    out = dpo_loss(_t(PC, -6.0), _t(PR, -11.0), _t(RC, -8.0), _t(RR, -10.0), beta=0.1, loss_type="ipo",
+                   nll_weight=0.2, chosen_lengths=torch.tensor([4, 2]))
+    assert out.nll.item() == pytest.approx(2.75) and out.loss.item() == pytest.approx(4.55)
+    with pytest.raises(ValueError, match="chosen_lengths"):
+        dpo_loss(_t(PC), _t(PR), _t(RC), _t(RR), nll_weight=0.5)
+
+
 def test_config_checks_name_the_flag():
     with pytest.raises(MctsPrefError, match="--loss"):
         DpoConfig(pairs=["p"], model="m", out="o", loss="hinge")
     with pytest.raises(MctsPrefError, match="--label-smoothing"):
         DpoConfig(pairs=["p"], model="m", out="o", label_smoothing=0.7)
+    with pytest.raises(MctsPrefError, match="--nll-weight"):
+        DpoConfig(pairs=["p"], model="m", out="o", nll_weight=-1.0)
+    assert "nll_weight" in DpoConfig(pairs=["p"], model="m", out="o", nll_weight=0.5).result_knobs()
     with pytest.raises(MctsPrefError, match="--resume and --overwrite"):
         DpoConfig(pairs=["p"], model="m", out="o", resume=True, overwrite=True)
     assert DpoConfig(pairs=["p"], model="m", out="o", lora_targets="q_proj, v_proj").targets == ["q_proj", "v_proj"]
@@ -233,6 +265,19 @@ def test_train_dpo_learns_and_reuses_the_reference_cache(tiny_model_dir, pair_fi
     r = _train(tiny_model_dir, [pair_file], out, "--epochs", "1", "--overwrite")
     assert r.exit_code == 0, r.output
     assert calls == [1] and "reusing" in r.output and len(read_jsonl(out / "metrics.jsonl")) == 2
+
+
+def test_nll_weight_through_the_command(tiny_model_dir, pair_file, tmp_path):
+    """At step 1 the LoRA is fresh (policy == reference): loss = log 2 + W * nll, and nll is logged."""
+    out = tmp_path / "rpo"
+    r = _train(tiny_model_dir, [pair_file], out, "--epochs", "1", "--nll-weight", "0.5")
+    assert r.exit_code == 0, r.output
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert rows[0]["nll"] > 0 and rows[0]["loss"] == pytest.approx(math.log(2) + 0.5 * rows[0]["nll"], abs=1e-4)
+    cfg = json.loads((out / "train_config.json").read_text())
+    assert cfg["config"]["nll_weight"] == 0.5 and cfg["signature"]["nll_weight"] == 0.5
+    r = _train(tiny_model_dir, [pair_file], out, "--epochs", "1", "--resume")  # another weight: another run
+    assert r.exit_code == 2 and "nll_weight" in r.output
 
 
 def test_resume_gives_the_same_adapter(tiny_model_dir, pair_file, tmp_path, monkeypatch):

@@ -6,8 +6,9 @@ import sys
 import pytest
 import torch
 
-from mcts_pref.backend import STEP_CAP
-from mcts_pref.policy import load_backend, load_model
+from mcts_pref.steps import STEP_CAP
+from mcts_pref.backends import load_backend
+from mcts_pref.policy import load_model
 from mcts_pref.records import MctsPrefError
 
 PROMPTS = ["What is 3 + 4?", "A much longer prompt, so that left padding matters here: what is 10 - 7 + 1?"]
@@ -127,7 +128,7 @@ def test_header_kv_reuse_matches_full_prefill(tiny_model_dir):
 @pytest.mark.parametrize("top_k_first", [256, 4])
 def test_top_p_sampling_draws_from_the_nucleus_in_proportion(monkeypatch, top_k_first):
     """The topk shortcut (and the full-sort fallback when the nucleus is wider) sample the same law."""
-    import mcts_pref.generate as gen_mod
+    import mcts_pref.backends.hf as gen_mod
 
     monkeypatch.setattr(gen_mod, "TOP_K_FIRST", top_k_first)
     torch.manual_seed(0)
@@ -152,7 +153,7 @@ def test_top_p_sampling_draws_from_the_nucleus_in_proportion(monkeypatch, top_k_
 
 
 def test_share_groups_by_common_prefix():
-    from mcts_pref.generate import share_groups
+    from mcts_pref.backends.hf import share_groups
 
     a = list(range(20))
     ids = [a + [50], [99] * 12, a + [51, 52], a[:10] + [60, 61]]

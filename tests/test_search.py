@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -13,48 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mcts_pref import search
-from mcts_pref.backend import ANSWER, STEP, Step
 from mcts_pref.cli import app
 from mcts_pref.records import MctsPrefError, read_records, validate
 from mcts_pref.search import Config, search_trees
-
-
-class ScriptedBackend:
-    """Answers expansions from ``script``: partial solution -> candidate steps, handed out in order.
-
-    A partial not in the script gets ``default`` (cycled). A step containing
-    "The answer is" ends with ANSWER (terminal); its log-prob is -0.5 per
-    whitespace-separated token. ``evals`` maps a partial solution to its
-    self-evaluation C (0.5 when absent). Every call is logged.
-    """
-
-    policy_id = "scripted"
-
-    def __init__(self, script: dict[str, list[str]], evals: dict[str, float] | None = None, default=("more\n",)):
-        self.script, self.evals, self.default = script, evals or {}, list(default)
-        self.expand_calls: list[tuple[list[str], list[int], int | None]] = []
-        self.self_eval_calls: list[list[str]] = []
-
-    def format_prompt(self, problem: dict) -> str:
-        return f"Q: {problem['question']}\nA:\n"
-
-    def expand(self, prefixes, n, *, temperature, top_p, max_step_tokens, seed=None):
-        self.expand_calls.append((list(prefixes), list(n), seed))
-        out = []
-        for prefix, k in zip(prefixes, n):
-            partial = prefix.split("\nA:\n", 1)[1]
-            cands = self.script.get(partial, self.default)
-            out.append([_step(cands[j % len(cands)]) for j in range(k)])
-        return out
-
-    def self_evaluate(self, questions, partials):
-        self.self_eval_calls.append(list(partials))
-        return [self.evals.get(p, 0.5) for p in partials]
-
-
-def _step(text: str) -> Step:
-    toks = list(range(len(text.split())))
-    return Step(text=text, token_ids=toks, logprob=-0.5 * len(toks), finish=ANSWER if "The answer is" in text else STEP)
+from mcts_pref.steps import ANSWER, STEP, Step
+from tests.conftest import ScriptedBackend, scripted_step as _step
 
 
 def says_answer(completion: str, problem: dict) -> bool:
@@ -68,7 +32,7 @@ SCRIPT = {
     "Add 3 and 4 to get 7.\nThen 7 + 2 = 9.\n": ["The answer is 9\n"],
     "Guess.\n": ["The answer is 8\n"],
 }
-SMALL = dict(iterations=2, children=1, root_children=2, depth_limit=4, max_depth=6)
+SMALL = dict(iterations=2, children=1, root_children=2, depth_limit=4, max_depth=6, resample_duplicates=0)
 
 
 def _run(backend, problems, **cfg) -> list[dict]:
@@ -120,9 +84,10 @@ def test_q_ranks_siblings():
 def test_duplicates_dropped_but_their_tokens_counted():
     script = {"": ["Same.\n", "Same.\n", "Other.\n"], "Same.\n": ["The answer is 9\n"], "Other.\n": ["The answer is 9\n"]}
     backend = ScriptedBackend(script)
-    [rec] = _run(backend, [P1], iterations=1, children=1, root_children=3)
+    [rec] = _run(backend, [P1], iterations=1, children=1, root_children=3, resample_duplicates=0)
     root_children = [n["text"] for n in rec["nodes"] if n["parent"] == 0]
     assert root_children == ["Same.\n", "Other.\n"]
+    assert [n["draws"] for n in rec["nodes"] if n["parent"] == 0] == [2, 1]
     # tokens: root expansion 1 + 1 + 1 (the duplicate too), then one "The answer is 9" (4) per expansion
     n_expansions = sum(len(prefixes) for prefixes, _, _ in backend.expand_calls)
     assert rec["stats"]["tokens"] == 3 + 4 * (n_expansions - 1)
@@ -188,14 +153,15 @@ def test_record_shape_and_determinism():
     assert rec == again
 
 
-def test_self_eval_off_uses_c_equals_one():
+def test_outcome_only_value_makes_no_self_eval_calls():
     backend = ScriptedBackend(SCRIPT)
-    [rec] = _run(backend, [P1], self_eval=False, **SMALL)
+    [rec] = _run(backend, [P1], value="outcome", **SMALL)
     assert backend.self_eval_calls == [] and rec["stats"]["self_eval_calls"] == 0
     by_text = {n["text"]: n for n in rec["nodes"]}
-    # v = 1 for steps, 1 + 1 = 2 for the right answer, 1 - 1 = 0 for the wrong one
-    assert by_text["Guess.\n"]["value"] == 1.0 and by_text["Guess.\n"]["self_eval"] is None
-    assert by_text["The answer is 9\n"]["value"] == 2.0 and by_text["The answer is 8\n"]["value"] == 0.0
+    # v = 0 for steps, +1 for the right answer, -1 for the wrong one
+    assert by_text["Guess.\n"]["value"] == 0.0 and by_text["Guess.\n"]["self_eval"] is None
+    assert by_text["The answer is 9\n"]["value"] == 1.0 and by_text["The answer is 8\n"]["value"] == -1.0
+    assert by_text["Guess.\n"]["values"] == {"outcome": 0.0}
     assert rec["correct"] is True
 
 
@@ -210,26 +176,27 @@ def test_config_fails_loudly():
 
 
 @pytest.fixture
-def cli(monkeypatch, tmp_path):
-    """Problems file + a scripted backend behind the CLI's loading hook; returns (runner, paths, loads)."""
+def cli(monkeypatch, tmp_path, backend_registry):
+    """Problems file + a scripted backend registered as ``--backend scripted``; returns (runner, paths, loads)."""
     problems = tmp_path / "problems.jsonl"
     p2 = dict(P1, id="p2", question="What is 1 + 1?", answer="2")
     problems.write_text("".join(json.dumps(p) + "\n" for p in (P1, p2)))
     script = dict(SCRIPT, **{"": SCRIPT[""] + ["The answer is 2\n"]})
     loads = []
 
-    def fake_load(**kwargs):
-        loads.append(kwargs)
+    def fake_load(model, adapter, **kwargs):
+        loads.append(dict(kwargs, model=model, adapter=adapter))
         return ScriptedBackend(script)
 
-    monkeypatch.setattr(search, "_load_backend", fake_load)
+    backend_registry("scripted", fake_load)
     monkeypatch.setattr(search, "default_outcome", says_answer)
     return CliRunner(), problems, tmp_path / "trees.jsonl", loads
 
 
 def test_cli_search_writes_records_and_resumes(cli):
     runner, problems, out, loads = cli
-    args = ["search", str(problems), "--out", str(out), "--iterations", "1", "--children", "1", "--root-children", "3"]
+    args = ["search", str(problems), "--backend", "scripted", "--out", str(out), "--iterations", "1", "--children", "1",
+            "--root-children", "3"]
     res = runner.invoke(app, args + ["--limit", "1"])
     assert res.exit_code == 0, res.output
     assert [r["problem_id"] for r in read_records(out, "tree")] == ["p1"]
@@ -250,15 +217,16 @@ def test_cli_search_bad_input_is_one_line(cli, tmp_path):
     runner, problems, out, loads = cli
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "question": "q"}\n')
-    res = runner.invoke(app, ["search", str(bad)])
+    res = runner.invoke(app, ["search", str(bad), "--backend", "scripted"])
     assert res.exit_code == 2 and "missing required key 'answer'" in res.output and not loads
-    res = runner.invoke(app, ["search", str(problems), "--depth-limit", "0"])
+    res = runner.invoke(app, ["search", str(problems), "--backend", "scripted", "--depth-limit", "0"])
     assert res.exit_code == 2 and "--depth-limit must be >= 1" in res.output
 
 
 def test_show_tree(cli):
     runner, problems, out, _ = cli
-    runner.invoke(app, ["search", str(problems), "--out", str(out), "--iterations", "1", "--root-children", "2", "--c-puct", "3"])
+    runner.invoke(app, ["search", str(problems), "--backend", "scripted", "--out", str(out), "--iterations", "1",
+                        "--root-children", "2", "--c-puct", "3"])
     res = runner.invoke(app, ["show-tree", str(out), "--id", "p1"])
     assert res.exit_code == 0, res.output
     assert "The answer is 9" in res.output and "✓" in res.output and "✗" in res.output and "Q=" in res.output
@@ -272,7 +240,7 @@ def test_show_tree(cli):
 
 
 def test_real_backend_trees_are_reproducible(tiny_model_dir):
-    from mcts_pref.policy import load_backend
+    from mcts_pref.backends import load_backend
 
     backend = load_backend(str(tiny_model_dir), prompt_format="plain", shots=[])
     problems = [P1, dict(P1, id="p2", question="What is 5 + 1?", answer="6")]
@@ -354,3 +322,168 @@ def test_e2e_resume_after_kill(killed_then_resumed):
     ids = [json.loads(line)["problem_id"] for line in final.splitlines()]  # every line whole JSON
     assert len(ids) == 2 and len(set(ids)) == 2
     assert "resuming, 1 of 2" in stderr
+
+
+# -- value terms, distinct siblings, commit-time statistics (issue: step values) ------------------
+
+
+def test_rollouts_batch_across_trees_and_give_mean_outcomes():
+    # Two trees; each root child gets K = 2 rollouts. "Add 3 and 4 to get 7.\n" finishes right once in
+    # two completions; "Guess.\n" never does.
+    problems = [P1, dict(P1, id="p2", question="What is 3 + 4 + 2? (again)")]
+    completions = {"Add 3 and 4 to get 7.\n": ["Then 7 + 2 = 9.\nThe answer is 9", "The answer is 8"],
+                   "Guess.\n": ["The answer is 8"]}
+    backend = ScriptedBackend(SCRIPT, completions=completions)
+    recs = _run(backend, problems, value="outcome,rollout", rollouts=2, batch_trees=2, **SMALL)
+    # the first rollout call holds the root children of both trees, K each: one call per round
+    prefixes, n = backend.complete_calls[0]
+    assert len(prefixes) == 4 and n == [2, 2, 2, 2]
+    assert len({p.split("\nA:\n")[0] for p in prefixes}) == 2
+    for rec in recs:
+        by_text = {n["text"]: n for n in rec["nodes"]}
+        add, guess = by_text["Add 3 and 4 to get 7.\n"], by_text["Guess.\n"]
+        assert add["values"] == {"outcome": 0.0, "rollout": 0.0} and add["rollouts"] == 2  # (+1 - 1) / 2
+        assert guess["values"]["rollout"] == -1.0 and guess["value"] == -1.0
+        answer = by_text["The answer is 9\n"]
+        assert answer["values"] == {"outcome": 1.0, "rollout": 1.0} and answer["rollouts"] == 0  # terminal: its own O
+        st = rec["stats"]
+        assert st["rollout_tokens"] == sum(n["rollout_tokens"] for n in rec["nodes"]) > 0
+        assert st["tokens"] == st["expand_tokens"] + st["rollout_tokens"]
+        assert st["rollouts"] == sum(n["rollouts"] for n in rec["nodes"])
+        assert st["forward_calls"] == st["expand_calls"] + st["rollout_calls"]
+
+
+def test_rollout_early_stop_stops_at_the_first_success():
+    completions = {"Add 3 and 4 to get 7.\n": ["The answer is 8", "The answer is 9", "The answer is 8"],
+                   "Guess.\n": ["The answer is 8"]}
+    backend = ScriptedBackend(SCRIPT, completions=completions)
+    [rec] = _run(backend, [P1], value="outcome,rollout", rollouts=8, rollout_early_stop=True, **SMALL)
+    by_text = {n["text"]: n for n in rec["nodes"]}
+    # waves of 8 // 4 = 2: "Add" succeeds in its first wave (8, then 9) -> +1 after 2 rollouts;
+    # "Guess" never succeeds -> -1 after all 8
+    assert by_text["Add 3 and 4 to get 7.\n"]["rollouts"] == 2 and by_text["Add 3 and 4 to get 7.\n"]["values"]["rollout"] == 1.0
+    assert by_text["Guess.\n"]["rollouts"] == 8 and by_text["Guess.\n"]["values"]["rollout"] == -1.0
+    assert [n for _, n in backend.complete_calls][:4] == [[2, 2], [2], [2], [2]]
+
+
+def test_checker_terms_follow_the_path():
+    good = {"": ["3 + 4 = 7\n"], "3 + 4 = 7\n": ["7 + 2 = 9\n"], "3 + 4 = 7\n7 + 2 = 9\n": ["The answer is 9\n"]}
+    bad = {"": ["3 + 4 = 8\n"], "3 + 4 = 8\n": ["8 + 2 = 10\n"], "3 + 4 = 8\n8 + 2 = 10\n": ["The answer is 10\n"]}
+    cfg = dict(value="outcome,checker,checker-gate", iterations=1, children=1, root_children=1, depth_limit=4,
+               max_depth=6, resample_duplicates=0)
+    [right] = _run(ScriptedBackend(good), [P1], **cfg)
+    [wrong] = _run(ScriptedBackend(bad), [P1], **cfg)
+    r = {n["text"]: n for n in right["nodes"]}
+    w = {n["text"]: n for n in wrong["nodes"]}
+    assert r["3 + 4 = 7\n"]["check"] == "ok" and w["3 + 4 = 8\n"]["check"] == "bad"
+    assert r["3 + 4 = 7\n"]["values"] == {"outcome": 0.0, "checker": 1.0, "checker_gate": 0.0}
+    assert w["3 + 4 = 8\n"]["values"] == {"outcome": 0.0, "checker": -1.0, "checker_gate": -1.0}
+    # 8 + 2 = 10 is true arithmetic: the path sum goes back to 0 but the gate stays shut
+    assert w["8 + 2 = 10\n"]["values"] == {"outcome": 0.0, "checker": 0.0, "checker_gate": -1.0}
+    assert r["7 + 2 = 9\n"]["values"]["checker"] == 2.0
+    # v(right answer) = +1 outcome + 2 checker + 0 gate; v(wrong) = -1 + 0 - 1
+    assert r["The answer is 9\n"]["value"] == 3.0 and w["The answer is 10\n"]["value"] == -2.0
+
+
+def test_commit_time_statistics_are_recorded():
+    [rec] = _run(ScriptedBackend(SCRIPT), [P1], **SMALL)
+    nodes = rec["nodes"]
+    for parent in rec["path"][:-1]:  # every committed node's children carry the stats of that moment
+        kids = [n for n in nodes if n["parent"] == parent]
+        assert all(n["commit_N"] is not None and n["commit_Q"] is not None for n in kids)
+    committed = nodes[rec["path"][1]]
+    assert committed["N"] >= committed["commit_N"]
+    assert all(n["commit_Q"] is None for n in nodes if n["parent"] is not None and n["parent"] not in rec["path"])
+
+
+class CategoricalBackend:
+    """Samples each step from a fixed distribution: the policy the distinct-sibling law is checked against."""
+
+    policy_id = "categorical"
+
+    def __init__(self, probs: dict[str, float], seed: int = 0):
+        import random
+
+        self.texts, self.weights = list(probs), list(probs.values())
+        self.rng = random.Random(seed)
+
+    def draw(self) -> Step:
+        t = self.rng.choices(self.texts, self.weights)[0]
+        return Step(text=t, token_ids=[1], logprob=math.log(self.weights[self.texts.index(t)]), finish=STEP)
+
+
+def test_resampling_duplicates_samples_siblings_without_replacement():
+    """Two distinct children of {A .6, B .3, C .1} must follow sampling without replacement.
+
+    P({A,B}) = .6 * .3/.4 + .3 * .6/.7 = .7071;  P({A,C}) = .6 * .1/.4 + .1 * .6/.9 = .2167;
+    P({B,C}) = .3 * .1/.7 + .1 * .3/.9 = .0762.
+    """
+    from collections import Counter
+
+    from mcts_pref.search import _expand
+    from mcts_pref.tree import Node
+
+    backend = CategoricalBackend({"A\n": 0.6, "B\n": 0.3, "C\n": 0.1}, seed=1)
+    cfg = Config(root_children=2, value="outcome", resample_duplicates=20)
+    sets, draws = Counter(), 0
+    trials = 6000
+    for _ in range(trials):
+        nodes = [Node(id=0, parent=None, depth=0)]
+        stats = search.new_stats()
+        gen = _expand(nodes, 0, P1, "Q\n", cfg, lambda c, p: False, stats)
+        req = next(gen)
+        try:
+            while True:
+                req = gen.send([backend.draw() for _ in range(req.n)])
+        except StopIteration:
+            pass
+        sets[frozenset(n.text for n in nodes[1:])] += 1
+        draws += sum(n.draws for n in nodes[1:])
+        assert len(nodes) == 3
+        assert all(n.prior == pytest.approx(backend.weights[backend.texts.index(n.text)]) for n in nodes[1:])
+    expect = {frozenset({"A\n", "B\n"}): 0.7071, frozenset({"A\n", "C\n"}): 0.2167, frozenset({"B\n", "C\n"}): 0.0762}
+    for s, p in expect.items():
+        sd = math.sqrt(p * (1 - p) / trials)
+        assert abs(sets[s] / trials - p) < 4 * sd, (s, sets[s] / trials, p)
+    assert draws > 2 * trials  # duplicates were drawn, counted on the child they repeat
+
+
+def test_cli_value_options(cli):
+    runner, problems, out, loads = cli
+    base = ["search", str(problems), "--backend", "scripted", "--iterations", "1"]
+    res = runner.invoke(app, base + ["--value", "outcome,luck=2"])
+    assert res.exit_code == 2 and "unknown value term 'luck'" in res.output and not loads
+    res = runner.invoke(app, base + ["--value", "self-eval", "--no-self-eval"])
+    assert res.exit_code == 2 and "leaves no value terms" in res.output
+    res = runner.invoke(app, base + ["--no-self-eval", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    recs = read_records(out, "tree")
+    assert recs[0]["config"]["weights"] == {"outcome": 1.0} and "distinct children each" in res.output
+
+
+@pytest.mark.slow
+def test_e2e_process_values_on_smollm2(tmp_path, default_model_dir):
+    """A real search with outcome + checker + rollout values, through the CLI, on 2 problems."""
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text("".join(json.dumps(p) + "\n" for p in (
+        dict(P1, source="gym:chain_sum", question="State the final answer to the following arithmetic problem: 3 + 4 + 2 ="),
+        dict(P1, id="p2", source="gym:chain_sum", answer="8",
+             question="State the final answer to the following arithmetic problem: 5 + 1 + 2 ="))))
+    out = tmp_path / "trees.jsonl"
+    res = CliRunner().invoke(app, [
+        "search", str(problems), "--model", "default", "--value", "outcome,checker,rollout", "--rollouts", "2",
+        "--iterations", "1", "--children", "2", "--root-children", "2", "--max-depth", "4", "--max-step-tokens", "24",
+        "--rollout-max-tokens", "48", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    recs = read_records(out, "tree")
+    assert sorted(r["problem_id"] for r in recs) == ["p1", "p2"]
+    for rec in recs:
+        assert rec["source"] == "gym:chain_sum" and rec["config"]["weights"] == {"outcome": 1.0, "checker": 1.0, "rollout": 1.0}
+        st = rec["stats"]
+        assert st["rollout_tokens"] > 0 and st["tokens"] == st["expand_tokens"] + st["rollout_tokens"]
+        for n in rec["nodes"][1:]:
+            assert set(n["values"]) == {"outcome", "checker", "rollout"} and n["check"] in ("ok", "bad", "unknown")
+            assert -1.0 <= n["values"]["rollout"] <= 1.0
+            assert n["value"] == pytest.approx(sum(n["values"].values()))
+            if not n["terminal"]:
+                assert n["rollouts"] == 2

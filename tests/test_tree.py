@@ -5,9 +5,11 @@ import math
 import pytest
 
 from mcts_pref.tree import (
-    Node, add_child, backup, commit_child, expandable, node_value, path_to, prior, puct, score_node, select_child,
-    select_path, solution_text, step_reward,
+    Node, add_child, backup, checker_terms, commit_child, expandable, node_value, parse_value_spec, path_to, prior,
+    puct, rollout_value, score_node, select_child, select_path, solution_text, step_reward,
 )
+
+PAPER = {"self_eval": 1.0, "outcome": 1.0}
 
 
 def test_prior_length_penalty():
@@ -23,12 +25,63 @@ def test_prior_length_penalty():
 
 
 def test_value_and_reward():
-    assert node_value(0.8, None) == pytest.approx(0.8)  # non-terminal: v = C
-    assert node_value(0.8, 1) == pytest.approx(1.8)  # terminal, right: 0.8 + 1
-    assert node_value(0.8, -1, 0.5, 2.0) == pytest.approx(-1.6)  # 0.5 * 0.8 + 2 * (-1) = 0.4 - 2
-    assert node_value(None, -1) == pytest.approx(0.0)  # self-eval off: C = 1, so 1 - 1
-    assert node_value(None, None) == pytest.approx(1.0)
+    assert node_value({"self_eval": 0.8, "outcome": None}, PAPER) == pytest.approx(0.8)  # non-terminal: v = C
+    assert node_value({"self_eval": 0.8, "outcome": 1}, PAPER) == pytest.approx(1.8)  # terminal, right: 0.8 + 1
+    # 0.5 * 0.8 + 2 * (-1) = 0.4 - 2
+    assert node_value({"self_eval": 0.8, "outcome": -1}, {"self_eval": 0.5, "outcome": 2.0}) == pytest.approx(-1.6)
+    assert node_value({"self_eval": 0.8, "outcome": -1}, {"outcome": 1.0}) == pytest.approx(-1.0)  # outcome only
+    # outcome + checker + rollout: -1 + 0.5 * (1 + 1 - 1) + 2 * 0.25 = -1 + 0.5 + 0.5 = 0
+    weights = {"outcome": 1.0, "checker": 0.5, "rollout": 2.0}
+    assert node_value({"outcome": -1, "checker": 1.0, "rollout": 0.25, "self_eval": 0.9}, weights) == pytest.approx(0.0)
     assert step_reward(1.8, 0.6) == pytest.approx(1.2)  # r = v(child) - v(parent)
+
+
+def test_value_spec():
+    assert parse_value_spec("self-eval=1,outcome=1") == PAPER
+    assert parse_value_spec("outcome, checker=0.5,rollout") == {"outcome": 1.0, "checker": 0.5, "rollout": 1.0}
+    assert parse_value_spec("checker-gate=2") == {"checker_gate": 2.0}
+    for bad, msg in [("", "no value terms"), ("luck=1", "unknown value term 'luck'"), ("outcome=x", "not a number"),
+                     ("outcome,outcome=2", "given twice"), ("outcome=inf", "finite")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_value_spec(bad)
+
+
+def test_checker_path_terms_and_rollout_value():
+    root = {}
+    a = checker_terms(root, "ok")  # sum 0 + 1; no false step yet
+    assert a == {"checker": 1.0, "checker_gate": 0.0}
+    b = checker_terms(a, "bad")  # 1 - 1 = 0; the gate closes
+    assert b == {"checker": 0.0, "checker_gate": -1.0}
+    c = checker_terms(b, "ok")  # 0 + 1 = 1; once closed the gate stays closed
+    assert c == {"checker": 1.0, "checker_gate": -1.0}
+    assert checker_terms(a, "unknown") == {"checker": 1.0, "checker_gate": 0.0}
+    assert checker_terms(a, None) == {"checker": 1.0, "checker_gate": 0.0}
+    assert rollout_value([1, -1, -1, -1]) == pytest.approx(-0.5)  # (1 - 3) / 4
+    assert rollout_value([1, 1]) == 1.0 and rollout_value([]) is None
+
+
+def test_a_per_step_term_cancels_but_a_path_term_does_not():
+    """Why checker is a path term: Q(node) = mean frontier value - v(parent)."""
+    def tree(step_terms: bool) -> list[Node]:
+        # root -> a (false step), b (true step); each has one child, both of which score the same
+        nodes = [Node(id=0, parent=None, depth=0)]
+        for parent, text in ((0, "a\n"), (0, "b\n"), (1, "c\n"), (2, "d\n")):
+            add_child(nodes, parent, text, [1], -1.0, "step", False)
+        w = {"checker": 1.0}
+        verdict = {1: "bad", 2: "ok", 3: "unknown", 4: "unknown"}
+        for i in (1, 2, 3, 4):
+            nodes[i].terms = ({"checker": float({"ok": 1, "bad": -1}.get(verdict[i], 0))} if step_terms
+                              else checker_terms(nodes[nodes[i].parent].terms, verdict[i]))
+            score_node(nodes, i, nodes[i].terms, w)
+        backup(nodes, [0, 1, 3])
+        backup(nodes, [0, 2, 4])
+        return nodes
+
+    per_step, path = tree(True), tree(False)
+    # per-step: Q(a) = r(a) + Q(c) = (-1 - 0) + (0 - (-1)) = 0, Q(b) = (1 - 0) + (0 - 1) = 0: the verdicts cancel
+    assert per_step[1].Q == pytest.approx(0.0) and per_step[2].Q == pytest.approx(0.0)
+    # path sum: v(c) = -1 + 0 = -1, v(d) = 1 + 0 = 1, so Q(a) = -1 and Q(b) = +1
+    assert path[1].Q == pytest.approx(-1.0) and path[2].Q == pytest.approx(1.0)
 
 
 def _star(children: list[tuple[float, float, int]], n_parent: int) -> list[Node]:
@@ -58,7 +111,8 @@ def _three_levels() -> list[Node]:
     for parent, text, terminal in ((0, "a\n", False), (0, "b\n", False), (1, "c\n", True), (1, "d\n", False)):
         add_child(nodes, parent, text, [7, 8], -1.0, "step", terminal)
     for i, c, o in ((1, 0.5, None), (2, 0.3, None), (3, 0.9, 1), (4, 0.1, None)):
-        score_node(nodes, i, c, o)
+        nodes[i].self_eval, nodes[i].outcome = c, o
+        score_node(nodes, i, {"self_eval": c, "outcome": o}, PAPER)
     return nodes
 
 
@@ -122,6 +176,11 @@ def test_commit_rule_ties():
     assert commit_child(_star([(0.1, 0.5, 3), (0.4, 0.5, 3)], 6), 0) == 2
     # equal visits and Q: lower id
     assert commit_child(_star([(0.4, 0.5, 3), (0.4, 0.9, 3)], 6), 0) == 1
+    # the commit records every sibling's Q and N as they were then (what pairs compare)
+    nodes = _star([(0.9, 0.5, 2), (0.1, 0.5, 3)], 5)
+    assert commit_child(nodes, 0) == 2
+    nodes[2].N, nodes[2].Q = 9, 0.7  # the committed child goes on collecting visits
+    assert [(n.commit_Q, n.commit_N) for n in nodes[1:]] == [(0.9, 2), (0.1, 3)]
 
 
 def test_node_record_drops_token_ids():

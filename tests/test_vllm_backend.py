@@ -18,13 +18,13 @@ from types import SimpleNamespace as NS
 import pytest
 from typer.testing import CliRunner
 
-from mcts_pref import search
-from mcts_pref.backend import ANSWER, EOS, STEP, STEP_CAP
+from mcts_pref.steps import ANSWER, EOS, STEP, STEP_CAP, StepCutter
 from mcts_pref.cli import app
-from mcts_pref.policy import load_backend
+from mcts_pref.backends import load_backend
 from mcts_pref.prompts import judge_prompt
 from mcts_pref.records import MctsPrefError
-from mcts_pref.vllm_backend import (
+from mcts_pref.backends.vllm import (
+    _Row,
     INSTALL_HINT,
     JUDGE_TOP,
     VLLMBackend,
@@ -68,10 +68,10 @@ class FakeTokenizer:
     def __call__(self, text: str, add_special_tokens: bool = True):
         return NS(input_ids=self.encode(text))
 
-    def decode(self, ids) -> str:
+    def decode(self, ids, **kwargs) -> str:
         return "".join(self.vocab[i] for i in ids)
 
-    def batch_decode(self, rows) -> list[str]:
+    def batch_decode(self, rows, **kwargs) -> list[str]:
         return [self.decode(r) for r in rows]
 
 
@@ -125,10 +125,11 @@ def fake():
     return backend, llm, tok, prompts
 
 
-def expect(step, tok, text, finish):
+def expect(step, tok, text, finish, eos=False):
+    """``eos``: the step ended on an EOS, whose log-prob counts in the step's (the token is not in its text)."""
     assert (step.text, step.finish) == (text, finish)
     assert step.token_ids == tok.encode(text)
-    assert step.logprob == pytest.approx(sum(lp(t) for t in step.token_ids))
+    assert step.logprob == pytest.approx(sum(lp(t) for t in step.token_ids) + (lp(tok.eos_token_id) if eos else 0.0))
 
 
 def test_expand_continues_past_a_blank_line_and_keeps_the_whole_newline_token(fake):
@@ -157,8 +158,8 @@ def test_expand_terminal_steps_and_the_token_cap(fake):
     expect(out[3][0], tok, "\nTom ", STEP_CAP)  # the blank line's token counts against the cap
     out = backend.expand([prompts["Q2"], prompts["Q3"], prompts["Q4"]], [1, 1, 1], temperature=0.0, top_p=1.0,
                          max_step_tokens=50)
-    expect(out[0][0], tok, "Half a line", EOS)  # EOS ends the step and is not part of it
-    expect(out[1][0], tok, "The answer is 4", ANSWER)
+    expect(out[0][0], tok, "Half a line", EOS, eos=True)  # EOS ends the step and is not part of its text
+    expect(out[1][0], tok, "The answer is 4", ANSWER, eos=True)
     expect(out[2][0], tok, "abc\n", STEP)
     assert all(p.temperature == 0.0 and not hasattr(p, "seed") for _, ps, _ in llm.calls for p in ps)
 
@@ -177,12 +178,10 @@ def test_complete_runs_line_by_line_to_the_answer_line(fake):
 
 def test_consume_drops_tokens_past_the_stop_point(fake):
     backend, _, tok, _ = fake
-    from mcts_pref.vllm_backend import _Row
-
-    row = _Row(prompt_ids=[], index=0)
+    row = _Row(prompt_ids=[], index=0, cutter=StepCutter(backend.cut_rule))
     ids = tok.encode("ab\ncd")
-    backend._consume(row, ids, [lp(t) for t in ids], whole=False)
-    assert tok.decode(row.tokens) == "ab\n" and row.finish == STEP and row.sampled == 3
+    backend._consume(row, ids, [lp(t) for t in ids])
+    assert tok.decode(row.cutter.tokens) == "ab\n" and row.cutter.finish == STEP and row.sampled == 3
 
 
 def test_self_evaluate_reads_the_top_logprobs_and_lora_is_passed(fake):
@@ -264,18 +263,18 @@ def test_cli_rejects_unknown_backend_and_tensor_parallel_without_vllm(tmp_path):
     assert r.exit_code == 2 and "--tensor-parallel-size needs --backend vllm" in r.output
 
 
-def test_search_passes_backend_options_through(tmp_path, monkeypatch):
+def test_search_passes_backend_options_through(tmp_path, backend_registry):
     problems = write_jsonl(tmp_path / "p.jsonl", [{"id": "p1", "question": "What is 1 + 1?", "answer": "2"}])
     seen = []
 
-    def fake_load(**kwargs):
+    def fake_load(model, adapter, **kwargs):
         seen.append(kwargs)
         raise MctsPrefError("stop here")
 
-    monkeypatch.setattr(search, "_load_backend", fake_load)
+    backend_registry("vllm", fake_load)
     r = runner.invoke(app, ["search", str(problems), "--backend", "vllm", "--tensor-parallel-size", "4"])
     assert r.exit_code == 2 and "stop here" in r.output
-    assert seen[0]["backend"] == "vllm" and seen[0]["tensor_parallel_size"] == 4
+    assert seen[0]["tensor_parallel_size"] == 4
 
 
 class GenerateLLM:

@@ -17,11 +17,9 @@ from typing import Sequence
 
 import torch
 
-from mcts_pref.backend import ANSWER, EOS, STEP, STEP_CAP, Step
-from mcts_pref.prompts import DEFAULT_SHOTS, format_prompt, judge_prompt, resolve_format
-from mcts_pref.tasks import is_answer_line
+from mcts_pref.prompts import DEFAULT_SHOTS, format_prompt, judge_prompt, judge_token_ids, resolve_format
+from mcts_pref.steps import CutRule, Step, StepCutter
 
-LENGTH = "length"  # a whole solution hit its token cap (sample stage)
 SENTINEL = "\ue000"  # a private-use character standing in for the question
 TOP_K_FIRST = 256  # top-p sampling looks for the nucleus among this many tokens first
 MIN_SHARED = 8  # prompts sharing at least this many leading tokens are prefilled as a group
@@ -32,12 +30,16 @@ class Header:
     """The text every prompt of one kind starts with (system + exemplars), prefilled once."""
 
     text: str
-    length: int  # tokens
+    ids: list[int]  # its tokens, special tokens included
     cache: object  # a batch-1 DynamicCache of the header
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
 
 
 class HFBackend:
-    """A :class:`mcts_pref.backend.Backend` over a transformers causal LM."""
+    """A :class:`mcts_pref.backends.base.Backend` over a transformers causal LM."""
 
     def __init__(self, model, tokenizer, *, policy_id: str, prompt_format: str = "auto", shots=None, max_batch_rows: int = 64):
         self.model, self.tok = model, tokenizer
@@ -52,12 +54,8 @@ class HFBackend:
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
         self.eos_ids = {e for e in eos if e is not None}
-        vocab = model.get_output_embeddings().weight.shape[0]
-        pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-        self.newline = [False] * vocab
-        for i, piece in enumerate(pieces[:vocab]):
-            self.newline[i] = "\n" in piece
-        self.judge_ids = [tokenizer.encode(c, add_special_tokens=False)[0] for c in ("A", "B")]
+        self.cut_rule = CutRule.from_tokenizer(tokenizer, eos_ids=sorted(self.eos_ids))
+        self._judge_ids: list[int] | None = None
         params = inspect.signature(type(model).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._add_special = self.fmt != "chat"  # a chat template writes its own special tokens
@@ -72,6 +70,13 @@ class HFBackend:
     # -- prompts -----------------------------------------------------------------
     def format_prompt(self, problem: dict) -> str:
         return format_prompt(problem, self.tok, self.fmt, self.shots)
+
+    @property
+    def judge_ids(self) -> list[int]:
+        """The ids of the verdicts A and B right after a judgement prompt (found on first use)."""
+        if self._judge_ids is None:
+            self._judge_ids = judge_token_ids(self.tok, self.fmt)
+        return self._judge_ids
 
     @torch.inference_mode()
     def _make_header(self, template: str, probe: str) -> Header | None:
@@ -90,7 +95,7 @@ class HFBackend:
             if len(ids) >= 8 and probe_ids[: len(ids)] == ids:
                 ids_t = torch.tensor([ids], device=self.device)
                 res = self._forward(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), cache=DynamicCache())
-                return Header(text=cut, length=len(ids), cache=getattr(res, "cache", None) or res.past_key_values)
+                return Header(text=cut, ids=list(ids), cache=getattr(res, "cache", None) or res.past_key_values)
         return None  # no stable cut: prefill whole prompts instead
 
     def _prefill(self, texts: Sequence[str], header: Header | None, share: bool = False):
@@ -102,24 +107,37 @@ class HFBackend:
         With ``share``, texts that start with the same tokens (the judgement
         prompts of siblings) encode those once: see :meth:`_prefill_shared`.
         """
-        if header is not None and not all(t.startswith(header.text) for t in texts):
-            header = None
-        skip, base = (len(header.text), header.length) if header is not None else (0, 0)
-        add_special = self._add_special and header is None  # the header holds the special tokens
+        ids = self._token_ids(texts, header)
+        if ids is None:
+            header, ids = None, self._token_ids(texts, None)
+        base = header.length if header is not None else 0
         if share and len(texts) > 1:
-            ids = [self.tok(t[skip:], add_special_tokens=add_special).input_ids for t in texts]
             groups = share_groups(ids)
             if groups is not None:
                 return self._prefill_shared(ids, groups, header)
-            tokens, smask = self._left_pad(ids)
-        else:
-            enc = self.tok([t[skip:] for t in texts], return_tensors="pt", padding=True, add_special_tokens=add_special)
-            tokens, smask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+        tokens, smask = self._left_pad(ids)
         mask = torch.cat([smask.new_ones(len(texts), base), smask], dim=1)
         pos = base + (smask.cumsum(-1) - 1).clamp(min=0)
         res = self._forward(input_ids=tokens, attention_mask=mask, position_ids=pos,
                             cache=self._header_cache(header, len(texts)), logits_to_keep=1)
         return res.logits[:, -1, :], getattr(res, "cache", None) or res.past_key_values, mask
+
+    def _token_ids(self, texts: Sequence[str], header: Header | None) -> list[list[int]] | None:
+        """Each text's token ids after the header's: those of the whole text, less the header's.
+
+        A text's rest is never tokenized alone: a SentencePiece tokenizer would
+        start it with a "▁" that is not in the whole text's tokens. None when
+        some text's tokens do not start with the header's (a merge across the
+        cut): then the texts are prefilled whole, without the header.
+        """
+        if header is not None and not all(t.startswith(header.text) for t in texts):
+            return None
+        full = [list(x) for x in self.tok(list(texts), add_special_tokens=self._add_special).input_ids]
+        if header is None:
+            return full
+        if any(x[: header.length] != header.ids for x in full):
+            return None
+        return [x[header.length:] for x in full]
 
     def _header_cache(self, header: Header | None, rows: int):
         """A cache to prefill on: the header's KV copied to ``rows`` rows, or an empty one."""
@@ -173,15 +191,15 @@ class HFBackend:
 
     # -- generation --------------------------------------------------------------
     def expand(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
-               max_step_tokens: int, seed: int | None = None) -> list[list[Step]]:
+               max_step_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
         """``n[i]`` sampled next steps (one line each) for every prefix."""
         self.stats["expand_calls"] += 1
-        return self._decode(prefixes, n, temperature, top_p, max_step_tokens, whole=False, seed=seed)
+        return self._decode(prefixes, n, temperature, top_p, max_step_tokens, whole=False, seed=seed, tasks=tasks)
 
     def complete(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
-                 max_tokens: int, seed: int | None = None) -> list[list[Step]]:
+                 max_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
         """``n[i]`` whole solutions per prefix: stop at an answer line, EOS, or ``max_tokens``."""
-        return self._decode(prefixes, n, temperature, top_p, max_tokens, whole=True, seed=seed)
+        return self._decode(prefixes, n, temperature, top_p, max_tokens, whole=True, seed=seed, tasks=tasks)
 
     def _chunks(self, n: Sequence[int]):
         """Group prefix indices so that each group has at most max_batch_rows rows."""
@@ -195,9 +213,10 @@ class HFBackend:
         if group:
             yield group
 
-    def _decode(self, prefixes, n, temperature, top_p, max_new, *, whole: bool, seed):
-        if len(prefixes) != len(n):
-            raise ValueError("prefixes and n must have the same length")
+    def _decode(self, prefixes, n, temperature, top_p, max_new, *, whole: bool, seed, tasks):
+        if len(prefixes) != len(n) or (tasks is not None and len(tasks) != len(n)):
+            raise ValueError("prefixes, n and tasks must have the same length")
+        tasks = tasks or ["math"] * len(prefixes)
         out: list[list[Step]] = [[] for _ in prefixes]
         for c, group in enumerate(self._chunks(n)):
             gen = None
@@ -205,7 +224,7 @@ class HFBackend:
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed((seed if seed is not None else 0) * 1_000_003 + c)
             steps = self._decode_rows([prefixes[i] for i in group], [n[i] for i in group],
-                                      temperature, top_p, max_new, whole, gen)
+                                      [tasks[i] for i in group], temperature, top_p, max_new, whole, gen)
             for i, s in zip(group, steps):
                 out[i] = s
         return out
@@ -218,7 +237,7 @@ class HFBackend:
         return self.model(**kw, use_cache=True, **{self._cache_kw: cache})
 
     @torch.inference_mode()
-    def _decode_rows(self, prefixes, n, temperature, top_p, max_new, whole, gen) -> list[list[Step]]:
+    def _decode_rows(self, prefixes, n, tasks, temperature, top_p, max_new, whole, gen) -> list[list[Step]]:
         last, cache, mask = self._prefill(prefixes, self.prompt_header)
         # Shared prefix: encode once, then copy its KV rows to its k continuations.
         expand_idx = torch.repeat_interleave(torch.arange(len(prefixes), device=self.device),
@@ -228,36 +247,17 @@ class HFBackend:
         mask = mask[expand_idx]
         next_pos = mask.sum(-1)
 
-        rows = int(expand_idx.numel())
-        active = list(range(rows))  # batch position -> row id
-        tokens: list[list[int]] = [[] for _ in range(rows)]
-        logp = [0.0] * rows
-        finish: list[str | None] = [None] * rows
-        line_start = [0] * rows
-
+        cutters = [StepCutter(self.cut_rule, whole=whole, task=task) for task, k in zip(tasks, n) for _ in range(k)]
+        active = list(range(len(cutters)))  # batch position -> row id
         for t in range(max_new):
             chosen, chosen_lp = self._pick(logits, temperature, top_p, gen)
             for a, (tid, lp) in enumerate(zip(chosen.tolist(), chosen_lp.tolist())):
-                r = active[a]
-                if finish[r] is not None:
-                    continue
-                if tid in self.eos_ids:
-                    line = self.tok.decode(tokens[r][line_start[r]:])
-                    finish[r] = ANSWER if is_answer_line(line) else EOS
-                    continue
-                tokens[r].append(tid)
-                logp[r] += lp
-                self.stats["tokens"] += 1
-                if tid < len(self.newline) and self.newline[tid]:
-                    line = self.tok.decode(tokens[r][line_start[r]:])
-                    if not line.strip():
-                        continue  # a blank line is not a step; keep going
-                    if is_answer_line(line):
-                        finish[r] = ANSWER
-                    elif not whole:
-                        finish[r] = STEP
-                    line_start[r] = len(tokens[r])
-            alive = [a for a, r in enumerate(active) if finish[r] is None]
+                row = cutters[active[a]]
+                if not row.done:
+                    before = len(row.tokens)
+                    row.feed(tid, lp)
+                    self.stats["tokens"] += len(row.tokens) - before
+            alive = [a for a, r in enumerate(active) if not cutters[r].done]
             if not alive or t == max_new - 1:
                 break
             if len(active) - len(alive) >= max(1, len(active) // 4):
@@ -272,13 +272,7 @@ class HFBackend:
             next_pos = next_pos + 1
             logits = res.logits[:, -1, :]
 
-        steps = []
-        for r in range(rows):
-            text = self.tok.decode(tokens[r])
-            f = finish[r]
-            if f is None:
-                f = ANSWER if whole and is_answer_line(text.rsplit("\n", 1)[-1]) else (LENGTH if whole else STEP_CAP)
-            steps.append(Step(text=text, token_ids=tokens[r], logprob=logp[r], finish=f))
+        steps = [c.to_step() for c in cutters]
         grouped, i = [], 0
         for k in n:
             grouped.append(steps[i:i + k])

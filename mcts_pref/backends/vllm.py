@@ -7,11 +7,11 @@ every child of a node is prefilled once; an adapter from ``train-dpo`` is
 served on top of the base weights with a ``LoRARequest`` (never merged), and
 ``--tensor-parallel-size`` shards the model over GPUs.
 
-Semantics match :class:`mcts_pref.generate.HFBackend` token for token:
+Semantics match :class:`mcts_pref.backends.hf.HFBackend` token for token:
 
 - Every request stops at any token whose text contains a newline and at EOS
-  (``stop_token_ids``). The tokens are then replayed through HFBackend's rule
-  (:meth:`VLLMBackend._consume`): a newline that ends a blank line does not
+  (``stop_token_ids``). The tokens are then fed to the same
+  :class:`mcts_pref.steps.StepCutter` as HFBackend's: a newline that ends a blank line does not
   end a step, so such a row (and, in ``complete``, every row whose line is not
   an answer line) is continued by a new request whose prompt is the old prompt
   token ids plus the tokens so far -- the exact state HFBackend decodes from,
@@ -25,9 +25,11 @@ Semantics match :class:`mcts_pref.generate.HFBackend` token for token:
 - Prompts are tokenized here, with the same tokenizer and special-token rule
   as HFBackend, and sent as token ids.
 - ``self_evaluate`` reads the top-20 log-probs of one greedy token after the
-  judgement prompt: C = P(B) / (P(A) + P(B)). An option outside the top 20 is
-  given the smallest log-prob shown (its upper bound); with neither shown C is
-  0.5. HFBackend reads both exactly from the full distribution.
+  judgement prompt: C = P(B) / (P(A) + P(B)), at the ids "A" and "B" have
+  right after that prompt (:func:`mcts_pref.prompts.judge_token_ids`). An
+  option outside the top 20 is given the smallest log-prob shown (its upper
+  bound); with neither shown C is 0.5. HFBackend reads both exactly from the
+  full distribution.
 
 Not identical: sampled (temperature > 0) tokens differ from HFBackend's for
 the same seed (another random generator); kernels differ numerically, so a
@@ -40,17 +42,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcts_pref.backend import ANSWER, EOS, STEP, STEP_CAP, Step
-from mcts_pref.prompts import DEFAULT_SHOTS, format_prompt, judge_prompt, resolve_format
+from mcts_pref.console import console
+from mcts_pref.policy import load_tokenizer, policy_id, resolve_model
+from mcts_pref.prompts import DEFAULT_SHOTS, format_prompt, judge_prompt, judge_token_ids, resolve_format
 from mcts_pref.records import MctsPrefError
-from mcts_pref.tasks import is_answer_line
+from mcts_pref.steps import CutRule, Step, StepCutter
 
 INSTALL_HINT = "the vllm backend needs vLLM: pip install 'mcts-pref[vllm]'"
-LENGTH = "length"  # a whole solution hit its token cap (as in generate.py)
 JUDGE_TOP = 20  # top log-probs read at the verdict position (vLLM's default max_logprobs)
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # max_lora_rank values vLLM accepts
 VLLM_DTYPES = {"auto": "bfloat16", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -115,15 +117,12 @@ def row_seed(seed: int | None, row: int, rnd: int) -> int | None:
 class _Row:
     prompt_ids: list[int]
     index: int  # row number within the call: with the round, picks the request seed
-    tokens: list[int] = field(default_factory=list)
-    logprob: float = 0.0
+    cutter: StepCutter
     sampled: int = 0  # tokens drawn so far, a final EOS included
-    line_start: int = 0
-    finish: str | None = None
 
 
 class VLLMBackend:
-    """A :class:`mcts_pref.backend.Backend` over a ``vllm.LLM``; see the module docs."""
+    """A :class:`mcts_pref.backends.base.Backend` over a ``vllm.LLM``; see the module docs."""
 
     def __init__(self, llm, tokenizer, *, policy_id: str, prompt_format: str = "auto", shots=None,
                  lora_request=None, eos_ids: Sequence[int] = (), sampling_params: Callable | None = None):
@@ -135,15 +134,22 @@ class VLLMBackend:
         self._params = sampling_params or import_vllm().SamplingParams
         self.stats = {"tokens": 0, "forward_calls": 0, "expand_calls": 0, "self_eval_calls": 0}
         self.eos_ids = {e for e in [tokenizer.eos_token_id, *eos_ids] if e is not None}
-        pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-        self.newline_ids = {i for i, piece in enumerate(pieces) if "\n" in piece}
+        self.cut_rule = CutRule.from_tokenizer(tokenizer, eos_ids=sorted(self.eos_ids))
+        self.newline_ids = set(self.cut_rule.newline_ids)
         self.stop_ids = sorted(self.newline_ids | self.eos_ids)
-        self.judge_ids = [tokenizer.encode(c, add_special_tokens=False)[0] for c in ("A", "B")]
+        self._judge_ids: list[int] | None = None
         self._add_special = self.fmt != "chat"  # a chat template writes its own special tokens
 
     # -- prompts -----------------------------------------------------------------
     def format_prompt(self, problem: dict) -> str:
         return format_prompt(problem, self.tok, self.fmt, self.shots)
+
+    @property
+    def judge_ids(self) -> list[int]:
+        """The ids of the verdicts A and B right after a judgement prompt (found on first use)."""
+        if self._judge_ids is None:
+            self._judge_ids = judge_token_ids(self.tok, self.fmt)
+        return self._judge_ids
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tok(text, add_special_tokens=self._add_special).input_ids)
@@ -156,43 +162,45 @@ class VLLMBackend:
 
     # -- generation --------------------------------------------------------------
     def expand(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
-               max_step_tokens: int, seed: int | None = None) -> list[list[Step]]:
+               max_step_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
         """``n[i]`` sampled next steps (one line each) for every prefix."""
         self.stats["expand_calls"] += 1
-        return self._decode(prefixes, n, temperature, top_p, max_step_tokens, whole=False, seed=seed)
+        return self._decode(prefixes, n, temperature, top_p, max_step_tokens, whole=False, seed=seed, tasks=tasks)
 
     def complete(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
-                 max_tokens: int, seed: int | None = None) -> list[list[Step]]:
+                 max_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
         """``n[i]`` whole solutions per prefix: stop at an answer line, EOS, or ``max_tokens``."""
-        return self._decode(prefixes, n, temperature, top_p, max_tokens, whole=True, seed=seed)
+        return self._decode(prefixes, n, temperature, top_p, max_tokens, whole=True, seed=seed, tasks=tasks)
 
-    def _decode(self, prefixes, n, temperature, top_p, max_new, *, whole: bool, seed) -> list[list[Step]]:
-        if len(prefixes) != len(n):
-            raise ValueError("prefixes and n must have the same length")
+    def _decode(self, prefixes, n, temperature, top_p, max_new, *, whole: bool, seed, tasks) -> list[list[Step]]:
+        if len(prefixes) != len(n) or (tasks is not None and len(tasks) != len(n)):
+            raise ValueError("prefixes, n and tasks must have the same length")
+        tasks = tasks or ["math"] * len(prefixes)
         rows: list[_Row] = []
-        for p, k in zip(prefixes, n):
+        for p, k, task in zip(prefixes, n, tasks):
             ids = self._ids(p)
-            rows.extend(_Row(prompt_ids=ids, index=len(rows) + j) for j in range(k))
+            rows.extend(_Row(prompt_ids=ids, index=len(rows) + j, cutter=StepCutter(self.cut_rule, whole=whole, task=task))
+                        for j in range(k))
         pending, rnd = list(rows), 0
         while pending and max_new > 0:
             params = [self._sample_params(temperature, top_p, max_new - row.sampled,
                                           row_seed(seed, row.index, rnd) if temperature > 0 else None)
                       for row in pending]
-            outs = self._generate([row.prompt_ids + row.tokens for row in pending], params)
+            outs = self._generate([row.prompt_ids + row.cutter.tokens for row in pending], params)
             more = []
             for row, out in zip(pending, outs):
                 c = out.outputs[0]
                 ids = list(c.token_ids)
-                self._consume(row, ids, sampled_logprobs(ids, c.logprobs), whole)
-                if row.finish is not None:
+                self._consume(row, ids, sampled_logprobs(ids, c.logprobs))
+                if row.cutter.done:
                     continue
                 if c.finish_reason == "stop" and ids and ids[-1] not in self.newline_ids:
                     # vLLM stopped on an end token it knows and we do not: treat it as EOS.
-                    row.finish = ANSWER if is_answer_line(self.tok.decode(row.tokens[row.line_start:])) else EOS
+                    row.cutter.end_sequence()
                 elif c.finish_reason == "stop" and ids and row.sampled < max_new:
                     more.append(row)  # a blank line, or a non-answer line of a whole solution
             pending, rnd = more, rnd + 1
-        steps = [self._to_step(row, whole) for row in rows]
+        steps = [row.cutter.to_step() for row in rows]
         grouped, i = [], 0
         for k in n:
             grouped.append(steps[i:i + k])
@@ -208,35 +216,15 @@ class VLLMBackend:
             kw.update(temperature=0.0)
         return self._params(**kw)
 
-    def _consume(self, row: _Row, ids: Sequence[int], lps: Sequence[float], whole: bool) -> None:
-        """Feed newly drawn tokens through HFBackend's per-token stopping rule."""
+    def _consume(self, row: _Row, ids: Sequence[int], lps: Sequence[float]) -> None:
+        """Feed newly drawn tokens to the row's step cutter; tokens past its stop point are dropped."""
         for tid, lp in zip(ids, lps):
-            if row.finish is not None:
-                return  # anything after the stop point is dropped
-            row.sampled += 1
-            if tid in self.eos_ids:
-                line = self.tok.decode(row.tokens[row.line_start:])
-                row.finish = ANSWER if is_answer_line(line) else EOS
+            if row.cutter.done:
                 return
-            row.tokens.append(tid)
-            row.logprob += lp
-            self.stats["tokens"] += 1
-            if tid in self.newline_ids:
-                line = self.tok.decode(row.tokens[row.line_start:])
-                if not line.strip():
-                    continue  # a blank line is not a step; keep going
-                if is_answer_line(line):
-                    row.finish = ANSWER
-                elif not whole:
-                    row.finish = STEP
-                row.line_start = len(row.tokens)
-
-    def _to_step(self, row: _Row, whole: bool) -> Step:
-        text = self.tok.decode(row.tokens)
-        f = row.finish
-        if f is None:
-            f = ANSWER if whole and is_answer_line(text.rsplit("\n", 1)[-1]) else (LENGTH if whole else STEP_CAP)
-        return Step(text=text, token_ids=row.tokens, logprob=row.logprob, finish=f)
+            row.sampled += 1
+            before = len(row.cutter.tokens)
+            row.cutter.feed(tid, lp)
+            self.stats["tokens"] += len(row.cutter.tokens) - before
 
     # -- self-evaluation ---------------------------------------------------------
     def self_evaluate(self, questions: Sequence[str], partials: Sequence[str]) -> list[float]:
@@ -275,15 +263,11 @@ def load_vllm_backend(model: str, adapter: str | None = None, *, dtype: str = "a
                       gpu_memory_utilization: float = 0.9) -> VLLMBackend:
     """A :class:`VLLMBackend` for the policy ``model`` + ``adapter`` (served as a LoRA, not merged)."""
     vllm = import_vllm()
-    from mcts_pref.policy import load_tokenizer, policy_id, resolve_model
-
     if dtype not in VLLM_DTYPES:
         raise MctsPrefError(f"--dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
     if tensor_parallel_size < 1:
         raise MctsPrefError("--tensor-parallel-size must be at least 1")
     if device not in ("auto", "cuda"):
-        from mcts_pref.console import console
-
         console.print(f"[yellow]--device {device} is not used by --backend vllm[/yellow] "
                       "(vLLM picks its devices; select GPUs with CUDA_VISIBLE_DEVICES)")
     path = resolve_model(model)

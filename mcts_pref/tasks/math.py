@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
+from mcts_pref.tasks import verify
+
 # Numbers beyond these caps are compared as strings: building them could take
 # minutes or gigabytes ("1e99999999", a 100k-digit integer).
 MAX_DIGITS = 300
@@ -295,6 +297,4 @@ def check(pred: str | None, gold, timeout: float = 1.0) -> tuple[bool, str | Non
         return False, None
     if (fg is not None and not _mathy(p)) or (fp is not None and not _mathy(g)):
         return False, None
-    from mcts_pref.tasks.verify import symbolic_equal
-
-    return symbolic_equal(g, p, timeout)
+    return verify.symbolic_equal(g, p, timeout)
