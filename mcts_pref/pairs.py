@@ -1,21 +1,38 @@
 """`extract-pairs`: step-level preference pairs from search trees (no model).
 
-Rules (MCTS-DPO, Xie et al. 2024, as their code runs them):
+Rules (MCTS-DPO, Xie et al. 2024, as their code runs them), ``--pairs paper``:
 
-- Walk the committed path. At every path node with >= 2 scored children
-  (``Q`` not null), the children are the candidates for the next step:
-  chosen = highest ``Q``, rejected = lowest ``Q`` (``--rejected random``:
-  a seeded random other child, which is what the paper's code does).
+- Walk the committed path. At every path node with >= 2 scored children,
+  the children are the candidates for the next step: chosen = highest Q,
+  rejected = lowest Q (``--rejected random``: a seeded random other child,
+  which is what the paper's code does). Q and N are the children's
+  statistics when their parent committed (``commit_Q`` / ``commit_N``),
+  else the final ``Q`` / ``N`` (older trees): see ``pair_rules``.
 - A candidate whose subtree is a single chain (one child, which has one
   child, ...) is merged with that chain: its text is the candidate's text
   plus each only child's, stopping below the first node with != 1 child.
 - A pair is kept only if ``q_chosen - q_rejected > --min-margin`` (so equal
   Q never makes a pair) and the two texts differ.
-- ``label_smoothing`` = min(N_rej / (N_cho + N_rej), 0.5) from visit counts
-  (conservative DPO: the less the search trusted the ranking, the more the
-  labels are smoothed); 0 when neither candidate was visited.
+- ``label_smoothing`` from the two visit counts, ``--eps paper`` (default)
+  min(N_rej / (N_cho + N_rej), 0.5) or ``--eps add-one``
+  min((N_rej + 1) / (N_cho + N_rej + 2), 0.5) (conservative DPO: the less
+  the search trusted the ranking, the more the labels are smoothed).
 - By default only trees whose committed path is correct are used (the
   paper's filter); ``--all-trees`` keeps every tree.
+
+``--pairs first-error`` (Step-DPO / Self-Explore style) makes at most one pair
+per tree, from any tree (right or wrong answer, unless --only-correct-trees is
+given): the first committed step judged wrong (rejected) against its best
+sibling judged good (chosen); ``pair_rules.first_error`` defines both.
+
+Filters for both rules: ``--min-visits M`` keeps a pair only if both sides
+were visited (commit-time N plus the node's ``rollouts``) at least M times;
+``--checked`` drops a pair whose shared prefix (the committed steps before
+the candidates) or chosen side (each step of a merged chain) holds a claim the
+step checker (``check.py``) finds false.
+
+A side ending at a step forced terminal at --max-depth (``finish`` is
+``max_depth``) is not marked terminal, so train-dpo appends no EOS after it.
 
 The pair ``prompt`` is the tree's prompt plus the texts of the path nodes
 down to the candidates' parent, so ``prompt + chosen`` is exactly the text
@@ -25,14 +42,13 @@ PRM step labels (``--format prm`` or ``--prm-out``): one record per
 root-to-leaf path, ``{"prompt", "completions", "labels"}`` (TRL stepwise
 supervision). A step's label is, for a terminal node with a known
 ``correct``, that flag; otherwise True iff the step's subtree contains a
-correct terminal node or its ``Q`` > 0 (the search rated it above its
+correct terminal node or its final ``Q`` > 0 (the search rated it above its
 parent). Completions drop the step's trailing newline because TRL's PRM
 trainer joins steps with its own separator.
 """
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from numbers import Real
 from pathlib import Path
@@ -41,18 +57,16 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from mcts_pref import check
 from mcts_pref.console import console, stage
+from mcts_pref.pair_rules import EPS_RULES, first_error, label_smoothing, pair_terminal, paper_choices, visits
 from mcts_pref.records import MctsPrefError, RecordError, RecordWriter, iter_records
 
 REJECTED_RULES = ("lowest", "random")
+PAIR_RULES = ("paper", "first-error")
 FORMATS = ("dpo", "prm")
 NODE_KEYS = ("id", "parent", "text", "Q", "N")
-
-
-def label_smoothing(n_chosen: int, n_rejected: int) -> float:
-    """eps = min(N_rej / (N_cho + N_rej), 0.5); in [0, 0.5], 0 if both are 0."""
-    total = n_chosen + n_rejected
-    return 0.0 if total <= 0 else min(n_rejected / total, 0.5)
+PROBLEM_KEYS = ("question", "answer", "task", "source", "choices", "meta")  # what the step checker may read
 
 
 def is_correct(tree: dict) -> Optional[bool]:
@@ -96,6 +110,7 @@ def check_tree(tree: dict, path: str, line: int, need_correct: bool = False) -> 
             raise bad(f"node {node['id']}: 'Q' must be a number or null")
         if not isinstance(node["N"], int) or node["N"] < 0:
             raise bad(f"node {node['id']}: 'N' must be an integer >= 0")
+        check_node_evidence(node, bad)
         by_id[node["id"]] = node
     roots = [n["id"] for n in nodes if n["parent"] is None]
     if len(roots) != 1:
@@ -123,6 +138,31 @@ def check_tree(tree: dict, path: str, line: int, need_correct: bool = False) -> 
             raise bad(f"path goes {prev} -> {cur}, but node {cur}'s parent is {by_id[cur]['parent']}")
     if need_correct and is_correct(tree) is None:
         raise bad("no 'correct' flag on the tree or its committed leaf (needed by --only-correct-trees; pass --all-trees)")
+
+
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def check_node_evidence(node: dict, bad) -> None:
+    """The optional keys the pair rules read: commit_Q / commit_N, rollouts, values."""
+    where = f"node {node['id']}"
+    if node.get("commit_Q") is not None:
+        if not _is_number(node["commit_Q"]):
+            raise bad(f"{where}: 'commit_Q' must be a number or null")
+        if not _is_count(node.get("commit_N")):
+            raise bad(f"{where}: 'commit_N' must be an integer >= 0 when 'commit_Q' is set")
+    elif node.get("commit_N") is not None and not _is_count(node["commit_N"]):
+        raise bad(f"{where}: 'commit_N' must be an integer >= 0 or null")
+    if node.get("rollouts") is not None and not _is_count(node["rollouts"]):
+        raise bad(f"{where}: 'rollouts' must be an integer >= 0 or null")
+    values = node.get("values")
+    if values is not None:
+        if not isinstance(values, dict):
+            raise bad(f"{where}: 'values' must be an object of value terms")
+        for term, v in values.items():
+            if v is not None and not _is_number(v):
+                raise bad(f"{where}: values[{term!r}] must be a number or null")
 
 
 def node_depths(nodes: list[dict]) -> dict:
@@ -161,18 +201,28 @@ def read_trees(paths: list[str], need_correct: bool = False) -> list[dict]:
 # --- pairs --------------------------------------------------------------------
 
 
-def merge_chain(node: dict, kids: dict) -> tuple[str, dict]:
-    """The candidate's text with its single-child chain appended, and the chain's last node."""
-    text = node["text"]
-    while len(kids.get(node["id"], [])) == 1:
-        node = kids[node["id"]][0]
-        text += node["text"]
-    return text, node
+def chain_of(node: dict, kids: dict) -> list[dict]:
+    """The candidate and its single-child chain: the nodes a merged side is made of."""
+    chain = [node]
+    while len(kids.get(chain[-1]["id"], [])) == 1:
+        chain.append(kids[chain[-1]["id"]][0])
+    return chain
 
 
-def _rank(node: dict) -> tuple:
-    # Ties on Q go to the more visited child, then the earlier one: deterministic.
-    return (node["Q"], node["N"], -node["id"])
+def problem_of(tree: dict) -> dict:
+    """The problem record the tree was searched from, as far as the tree carries it (for the checker)."""
+    problem = {"id": tree["problem_id"]}
+    problem.update((k, tree[k]) for k in PROBLEM_KEYS if k in tree)
+    return problem
+
+
+def checked_clean(prefix_steps: list[str], chosen_steps: list[str], problem: dict) -> bool:
+    """True unless the step checker finds a false claim in the prefix or the chosen steps.
+
+    Each step is checked given the steps before it, so the chosen side's steps
+    are read after the whole prefix.
+    """
+    return check.BAD not in check.check_steps(prefix_steps + chosen_steps, problem)
 
 
 def tree_pairs(
@@ -181,50 +231,68 @@ def tree_pairs(
     min_margin: float = 0.0,
     max_pairs: Optional[int] = None,
     seed: int = 0,
+    *,
+    rule: str = "paper",
+    eps: str = "paper",
+    min_visits: int = 0,
+    checked: bool = False,
+    dropped: Optional[Counter] = None,
 ) -> list[dict]:
-    """Preference pairs of one tree, in path (depth) order."""
+    """Preference pairs of one tree, in path (depth) order.
+
+    ``rule`` is ``--pairs`` (paper | first-error); ``rejected``,
+    ``min_margin`` and ``seed`` apply to the paper rule. ``dropped``, if
+    given, counts the pairs the ``min_visits`` and ``checked`` filters removed.
+    """
     if rejected not in REJECTED_RULES:
         raise MctsPrefError(f"--rejected must be one of {', '.join(REJECTED_RULES)}, got {rejected!r}")
+    if rule not in PAIR_RULES:
+        raise MctsPrefError(f"--pairs must be one of {', '.join(PAIR_RULES)}, got {rule!r}")
+    if eps not in EPS_RULES:
+        raise MctsPrefError(f"--eps must be one of {', '.join(EPS_RULES)}, got {eps!r}")
+    dropped = Counter() if dropped is None else dropped
     nodes = {n["id"]: n for n in tree["nodes"]}
     kids = children_of(tree["nodes"])
     depth = node_depths(tree["nodes"])
-    prefix = tree["prompt"]
+    # The committed steps down to each path node: the pair prompt, and the prefix --checked reads.
+    steps_above = {node_id: [nodes[j]["text"] for j in tree["path"][: i + 1]] for i, node_id in enumerate(tree["path"])}
+    if rule == "first-error":
+        found = first_error(tree["path"], nodes, kids)
+        choices = [] if found is None else [(nodes[found[0]]["parent"], nodes[found[1]], nodes[found[0]], found[2])]
+    else:
+        choices = paper_choices(tree, kids, rejected, min_margin, seed)
+    problem = problem_of(tree)
     pairs = []
-    for parent_id in tree["path"]:
-        prefix += nodes[parent_id]["text"]
-        candidates = [c for c in kids.get(parent_id, []) if c["Q"] is not None]
-        if len(candidates) < 2:
-            continue
-        chosen = max(candidates, key=_rank)
-        if rejected == "random":
-            # Seeded per tree and node, so a pair does not depend on file order.
-            rng = random.Random(f"{seed}:{tree['problem_id']}:{parent_id}")
-            worse = rng.choice([c for c in candidates if c is not chosen])
-        else:
-            worse = min(candidates, key=_rank)
-        # Equal Q says nothing about which step is better, whatever --min-margin is.
-        if chosen["Q"] - worse["Q"] <= max(min_margin, 0.0):
-            continue
-        chosen_text, chosen_end = merge_chain(chosen, kids)
-        rejected_text, rejected_end = merge_chain(worse, kids)
+    for parent_id, chosen, worse, stats in choices:
+        chosen_chain, rejected_chain = chain_of(chosen, kids), chain_of(worse, kids)
+        chosen_text = "".join(n["text"] for n in chosen_chain)
+        rejected_text = "".join(n["text"] for n in rejected_chain)
         if chosen_text == rejected_text:
+            continue
+        (q_cho, n_cho), (q_rej, n_rej) = stats[chosen["id"]], stats[worse["id"]]
+        if min(visits(chosen, n_cho), visits(worse, n_rej)) < min_visits:
+            dropped["min-visits"] += 1
+            continue
+        # The root's text (always "") is no step for the checker.
+        if checked and not checked_clean(steps_above[parent_id][1:], [n["text"] for n in chosen_chain], problem):
+            dropped["checked"] += 1
             continue
         pairs.append(
             {
                 "v": 1,
-                "prompt": prefix,
+                "prompt": tree["prompt"] + "".join(steps_above[parent_id]),
                 "chosen": chosen_text,
                 "rejected": rejected_text,
                 "problem_id": tree["problem_id"],
                 "depth": depth[chosen["id"]],
-                "q_chosen": chosen["Q"],
-                "q_rejected": worse["Q"],
-                "n_chosen": chosen["N"],
-                "n_rejected": worse["N"],
-                "label_smoothing": label_smoothing(chosen["N"], worse["N"]),
+                "q_chosen": q_cho,
+                "q_rejected": q_rej,
+                "n_chosen": n_cho,
+                "n_rejected": n_rej,
+                "label_smoothing": label_smoothing(n_cho, n_rej, eps),
                 "policy": tree["policy"],
-                "chosen_terminal": bool(chosen_end.get("terminal", False)),
-                "rejected_terminal": bool(rejected_end.get("terminal", False)),
+                "chosen_terminal": pair_terminal(chosen_chain[-1]),
+                "rejected_terminal": pair_terminal(rejected_chain[-1]),
             }
         )
     if max_pairs is not None and len(pairs) > max_pairs:
@@ -288,13 +356,16 @@ def prm_records(tree: dict) -> list[dict]:
 # --- the stage ------------------------------------------------------------------
 
 
-def summary_table(n_read: int, n_kept: int, pairs: list[dict], n_prm: Optional[int]) -> Table:
+def summary_table(n_read: int, n_kept: int, pairs: list[dict], n_prm: Optional[int], dropped: Counter) -> Table:
     table = Table(title="extract-pairs", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_row("trees read", str(n_read))
     table.add_row("trees kept", str(n_kept))
     table.add_row("pairs", str(len(pairs)))
+    for name in ("min-visits", "checked"):
+        if name in dropped:
+            table.add_row(f"dropped by --{name}", str(dropped[name]))
     per_depth = Counter(p["depth"] for p in pairs)
     table.add_row("pairs per depth", ", ".join(f"{d}: {per_depth[d]}" for d in sorted(per_depth)) or "-")
     if pairs:
@@ -311,12 +382,45 @@ def summary_table(n_read: int, n_kept: int, pairs: list[dict], n_prm: Optional[i
 def command(
     trees: Annotated[list[str], typer.Argument(help="Tree JSONL files written by search (- for stdin).", show_default=False)],
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write records here instead of stdout (replaced if it exists).")] = None,
-    rejected: Annotated[str, typer.Option("--rejected", help="Rejected candidate: lowest (lowest Q) | random (a seeded random other child).")] = "lowest",
-    min_margin: Annotated[float, typer.Option("--min-margin", help="Keep a pair only if q_chosen - q_rejected is above this.")] = 0.0,
-    only_correct: Annotated[
+    rule: Annotated[
+        str,
+        typer.Option(
+            "--pairs",
+            help="Which pairs: paper (at each committed step, highest- vs lowest-Q child) | first-error "
+            "(one per tree: the first committed step judged wrong vs its best sibling judged good; all trees unless --only-correct-trees).",
+        ),
+    ] = "paper",
+    rejected: Annotated[
+        str, typer.Option("--rejected", help="Rejected candidate (paper pairs): lowest (lowest Q) | random (a seeded random other child).")
+    ] = "lowest",
+    min_margin: Annotated[
+        float, typer.Option("--min-margin", help="Keep a paper pair only if q_chosen - q_rejected is above this.")
+    ] = 0.0,
+    min_visits: Annotated[
+        int,
+        typer.Option("--min-visits", help="Keep a pair only if both sides were visited at least this often (commit-time N plus rollouts)."),
+    ] = 0,
+    checked: Annotated[
         bool,
-        typer.Option("--only-correct-trees/--all-trees", help="Use only trees whose committed path is correct (the paper's filter)."),
-    ] = True,
+        typer.Option("--checked", help="Drop a pair whose chosen side or shared prefix holds a claim the step checker finds false."),
+    ] = False,
+    eps_rule: Annotated[
+        str,
+        typer.Option(
+            "--eps",
+            help="Label smoothing from visits: paper = min(N_rej/(N_cho+N_rej), 0.5) | "
+            "add-one = min((N_rej+1)/(N_cho+N_rej+2), 0.5).",
+        ),
+    ] = "paper",
+    only_correct: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--only-correct-trees/--all-trees",
+            help="Use only trees whose committed path is correct. Default: only correct trees for paper pairs "
+            "(the paper's filter), all trees for first-error pairs.",
+            show_default=False,
+        ),
+    ] = None,
     max_pairs: Annotated[
         Optional[int], typer.Option("--max-pairs-per-tree", help="Keep at most this many pairs per tree (largest Q margin first).")
     ] = None,
@@ -327,8 +431,10 @@ def command(
     """Extract step-level preference pairs (TRL DPO format) from search trees.
 
     Along each committed path, the highest-Q and lowest-Q children of a node
-    form a pair; prompt = the problem prompt plus the shared steps so far.
-    A summary table goes to stderr.
+    form a pair, compared with the statistics they had when their parent
+    committed; prompt = the problem prompt plus the shared steps so far.
+    --pairs first-error instead pairs each tree's first wrong step with a
+    sibling judged good. A summary table goes to stderr.
     """
     if fmt not in FORMATS:
         raise MctsPrefError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -336,14 +442,32 @@ def command(
         raise MctsPrefError("--prm-out adds PRM records next to DPO pairs; with --format prm they already go to --out")
     if rejected not in REJECTED_RULES:
         raise MctsPrefError(f"--rejected must be one of {', '.join(REJECTED_RULES)}, got {rejected!r}")
+    if rule not in PAIR_RULES:
+        raise MctsPrefError(f"--pairs must be one of {', '.join(PAIR_RULES)}, got {rule!r}")
+    if rule == "first-error" and rejected != "lowest":
+        raise MctsPrefError("--rejected applies to --pairs paper; first-error pairs reject the first wrong step")
+    if eps_rule not in EPS_RULES:
+        raise MctsPrefError(f"--eps must be one of {', '.join(EPS_RULES)}, got {eps_rule!r}")
+    if min_visits < 0:
+        raise MctsPrefError(f"--min-visits must be >= 0, got {min_visits}")
     if max_pairs is not None and max_pairs < 1:
         raise MctsPrefError("--max-pairs-per-tree must be >= 1")
     if prm_out and out and Path(prm_out).resolve() == Path(out).resolve():
         raise MctsPrefError("--prm-out and --out must be different files")
+    if only_correct is None:
+        # A wrong tree's first error is exactly what first-error pairs are for.
+        only_correct = rule == "paper"
 
     all_trees = read_trees(trees, need_correct=only_correct)
     kept = [t for t in all_trees if not only_correct or is_correct(t)]
-    pairs = [p for t in kept for p in tree_pairs(t, rejected, min_margin, max_pairs, seed)] if fmt == "dpo" else []
+    dropped: Counter = Counter()
+    pairs = []
+    if fmt == "dpo":
+        for t in kept:
+            pairs += tree_pairs(
+                t, rejected, min_margin, max_pairs, seed,
+                rule=rule, eps=eps_rule, min_visits=min_visits, checked=checked, dropped=dropped,
+            )
     prm = [r for t in kept for r in prm_records(t)] if (fmt == "prm" or prm_out) else None
 
     with RecordWriter(out) as writer:
@@ -351,4 +475,4 @@ def command(
     if prm_out:
         with RecordWriter(prm_out) as prm_writer:
             prm_writer.write_many(prm)
-    console.print(summary_table(len(all_trees), len(kept), pairs, None if prm is None else len(prm)))
+    console.print(summary_table(len(all_trees), len(kept), pairs, None if prm is None else len(prm), dropped))
