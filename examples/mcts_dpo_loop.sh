@@ -3,6 +3,9 @@
 #
 #   round 0:  sample + evaluate the base policy on held-out problems
 #   round k:  search (policy of round k-1) -> extract-pairs -> train-dpo -> sample -> evaluate
+#   CURRICULUM=1: round k first samples POOL_K solutions per problem of a pool of
+#             POOL_FACTOR x N_TRAIN fresh problems (policy of round k-1), evaluates them,
+#             and searches at most N_TRAIN of those whose pass rate lies in BAND
 #
 # Every artifact lands in runs/$NAME/round-<k>/. Rerunning a killed script continues
 # where it stopped: search and sample resume their --out files, train-dpo resumes its
@@ -28,7 +31,9 @@ DEPTH_LIMIT=${DEPTH_LIMIT:-3}
 MAX_DEPTH=${MAX_DEPTH:-6}
 MAX_STEP_TOKENS=${MAX_STEP_TOKENS:-24}
 TEMPERATURE=${TEMPERATURE:-0.7}
-SELF_EVAL=${SELF_EVAL:-}              # --no-self-eval: the paper's outcome-only ablation
+VALUE=${VALUE:-self-eval=1,outcome=1} # node value terms (search --value); the default is the paper's rule
+ROLLOUTS=${ROLLOUTS:-4}               # K completions per node, used when VALUE has a rollout term
+RESAMPLE=${RESAMPLE:-1}               # extra sampling rounds that replace duplicate siblings (0: paper code)
 # pairs + DPO
 MIN_MARGIN=${MIN_MARGIN:-0.0}
 TREES=${TREES:---only-correct-trees}   # --all-trees: also pairs from trees whose committed answer is wrong
@@ -40,6 +45,18 @@ REPLAY=${REPLAY:-0}                   # 1: also train on every earlier round's p
 # evaluation
 EVAL_TOKENS=${EVAL_TOKENS:-96}
 SEED=${SEED:-0}
+# curriculum (off unless CURRICULUM=1): search where the policy sometimes succeeds.
+# The pool's sampling tokens are that round's training-data compute (report's data column).
+CURRICULUM=${CURRICULUM:-}
+POOL_FACTOR=${POOL_FACTOR:-4}          # pool of POOL_FACTOR x N_TRAIN problems per round
+POOL_K=${POOL_K:-4}                    # solutions sampled per pool problem (at TEMPERATURE)
+POOL_TOKENS=${POOL_TOKENS:-$EVAL_TOKENS}
+BAND=${BAND:-0.1,0.9}                  # keep pass rates LO <= rate <= HI
+case "$CURRICULUM" in
+  ""|0) POOL=$N_TRAIN ;;
+  1) POOL=$((N_TRAIN * POOL_FACTOR)) ;;
+  *) echo "CURRICULUM must be 1 (on), 0 or unset (off), got '$CURRICULUM'" >&2; exit 2 ;;
+esac
 
 RUN=runs/$NAME
 mkdir -p "$RUN/round-0"
@@ -50,7 +67,7 @@ say() { printf '\n== %s\n' "$*" >&2; }
 if [ ! -s "$RUN/test.jsonl" ]; then
   say "prepare $TASK"
   # shellcheck disable=SC2086
-  mcts-pref prepare "$TASK" --size $((N_TRAIN * ROUNDS)) --seed "$SEED" $TASK_CONFIG --out "$RUN/train.jsonl.tmp"
+  mcts-pref prepare "$TASK" --size $((POOL * ROUNDS)) --seed "$SEED" $TASK_CONFIG --out "$RUN/train.jsonl.tmp"
   # shellcheck disable=SC2086
   mcts-pref prepare "$TASK" --size "$N_TEST" --seed $((SEED + 100000)) $TASK_CONFIG --out "$RUN/test.jsonl.tmp"
   python3 - "$RUN" <<'PY'
@@ -82,11 +99,30 @@ replay=()
 for k in $(seq 1 "$ROUNDS"); do
   R="$RUN/round-$k"
   mkdir -p "$R"
+  problems=("$RUN/train.jsonl" --shard "$((k - 1))/$ROUNDS")
+  if [ "$CURRICULUM" = 1 ]; then
+    if [ ! -f "$R/problems.jsonl" ]; then
+      say "round $k: curriculum (sample $POOL_K per pool problem with the policy of round $((k - 1)))"
+      mcts-pref sample "${problems[@]}" --model "$MODEL" "${adapter[@]}" --shots "$SHOTS" -k "$POOL_K" \
+        --temperature "$TEMPERATURE" --max-tokens "$POOL_TOKENS" --seed $((SEED + k)) --out "$R/pool_samples.jsonl"
+      mcts-pref evaluate "$R/pool_samples.jsonl" --out "$R/pool_scored.jsonl"
+      mcts-pref curriculum "$R/pool_scored.jsonl" --problems "$RUN/train.jsonl" --band "$BAND" --limit "$N_TRAIN" \
+        --out "$R/problems.jsonl.tmp"
+      mv "$R/problems.jsonl.tmp" "$R/problems.jsonl"
+    fi
+    if [ ! -s "$R/problems.jsonl" ]; then
+      echo "round $k: no pool problem has a pass rate in $BAND; stopping (try another BAND or a larger POOL_FACTOR)" >&2
+      break
+    fi
+    problems=("$R/problems.jsonl")
+  fi
+
   say "round $k: search (policy of round $((k - 1)))"
-  mcts-pref search "$RUN/train.jsonl" --shard "$((k - 1))/$ROUNDS" --model "$MODEL" "${adapter[@]}" \
+  mcts-pref search "${problems[@]}" --model "$MODEL" "${adapter[@]}" \
     --shots "$SHOTS" --iterations "$ITERATIONS" --children "$CHILDREN" --root-children "$ROOT_CHILDREN" \
     --depth-limit "$DEPTH_LIMIT" --max-depth "$MAX_DEPTH" --max-step-tokens "$MAX_STEP_TOKENS" \
-    --temperature "$TEMPERATURE" $SELF_EVAL --seed $((SEED + k)) --out "$R/trees.jsonl"
+    --temperature "$TEMPERATURE" --value "$VALUE" --rollouts "$ROLLOUTS" --resample-duplicates "$RESAMPLE" \
+    --seed $((SEED + k)) --out "$R/trees.jsonl"
 
   say "round $k: extract-pairs"
   mcts-pref extract-pairs "$R/trees.jsonl" --min-margin "$MIN_MARGIN" "$TREES" --out "$R/pairs.jsonl"

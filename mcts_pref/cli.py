@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from mcts_pref import (
-    __version__, baseline, datasets, evaluate, merge, pairs, report, sample, search, showtree, train_dpo,
+    __version__, baseline, curriculum, datasets, evaluate, merge, pairs, report, sample, search, showtree, train_dpo,
 )
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ def _register() -> None:
     app.command("extract-pairs")(pairs.command)
     app.command("train-dpo")(train_dpo.command)
     app.command("evaluate")(evaluate.command)
+    app.command("curriculum")(curriculum.command)
     app.command("instance-pairs")(baseline.command)
     app.command("merge")(merge.command)
     app.command("report")(report.command)

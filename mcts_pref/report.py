@@ -1,38 +1,68 @@
-"""`report`: one table (and optionally a plot) for a run directory of the loop.
+"""`report`: one table per run directory of the loop, with paired tests between stages.
 
 A run directory, as ``examples/mcts_dpo_loop.sh`` writes it::
 
     RUN/round-0/{samples,scored}.jsonl report.json            base policy
     RUN/round-K/trees.jsonl pairs.jsonl adapter/ samples.jsonl scored.jsonl report.json
+    RUN/round-K/pool_samples.jsonl pool_scored.jsonl problems.jsonl   with CURRICULUM=1
 
 Any other sub-directory holding a ``report.json`` (a baseline, say) gets a
-row too. Compute is counted in generated tokens (search, sample) and training
-seconds, the trade-off the paper studies.
+row too. Compute is counted in generated tokens and training seconds, the
+trade-off the paper studies: a stage's training data costs its search tokens,
+plus the tokens sampled to pick its problems (``pool_samples.jsonl``, the
+curriculum) or to make a baseline's pairs (``train_samples.jsonl``).
+
+Every stage is also compared with round-0 on the same held-out problems, read
+from each stage's ``scored.jsonl`` (the first record of each problem id, in
+file order, when a problem has several samples); problems are paired by id.
+``--compare A,B`` adds head-to-heads, ``--pool`` pools seeds; the statistics
+are in :mod:`mcts_pref.stats`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from mcts_pref.console import stage
-from mcts_pref.records import MctsPrefError
+from mcts_pref.records import MctsPrefError, RecordError
+from mcts_pref.stats import paired_test
+
+BASE = "round-0"
 
 
 def _jsonl(path: Path) -> list[dict]:
+    return [rec for _, rec in _numbered(path)]
+
+
+def _numbered(path: Path) -> list[tuple[int, dict]]:
     if not path.exists():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").split("\n"):
+    for i, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
         if line.strip():
             try:
-                out.append(json.loads(line))
+                out.append((i, json.loads(line)))
             except json.JSONDecodeError:
                 pass  # a torn last line of a run still in progress
+    return out
+
+
+def correctness(stage_dir: Path) -> dict[str, bool] | None:
+    """``problem_id -> correct`` from ``stage_dir/scored.jsonl`` (first sample per id); None without one."""
+    path = stage_dir / "scored.jsonl"
+    if not path.exists():
+        return None
+    out: dict[str, bool] = {}
+    for line, rec in _numbered(path):
+        if "problem_id" not in rec or not isinstance(rec.get("correct"), bool):
+            raise RecordError(path, line, "a scored sample needs 'problem_id' and a true/false 'correct'")
+        out.setdefault(str(rec["problem_id"]), rec["correct"])
     return out
 
 
@@ -42,18 +72,19 @@ def _order(d: Path) -> tuple:
 
 
 def collect(run: Path) -> list[dict]:
-    """One row per stage directory of ``run``."""
+    """One row per stage directory of ``run``, each with its paired test against round-0."""
     if not run.is_dir():
         raise MctsPrefError(f"{run}: not a run directory")
+    base = correctness(run / BASE)
     rows = []
     for d in sorted((p for p in run.iterdir() if p.is_dir()), key=_order):
         rep_path = d / "report.json"
         rep = json.loads(rep_path.read_text()) if rep_path.exists() else {}
         trees = _jsonl(d / "trees.jsonl")
-        samples = _jsonl(d / "samples.jsonl")
         metrics = _jsonl(d / "adapter" / "metrics.jsonl")
         if not (rep or trees or metrics):
             continue
+        mine = correctness(d)
         rows.append({
             "name": d.name,
             "accuracy": rep.get("accuracy"), "ci95": rep.get("ci95"), "n": rep.get("n_samples"),
@@ -63,33 +94,160 @@ def collect(run: Path) -> list[dict]:
             "search_tokens": sum(int(t.get("stats", {}).get("tokens", 0)) for t in trees),
             # A baseline's training data comes from sampling instead of search.
             "data_sample_tokens": sum(int(s.get("n_tokens", 0)) for s in _jsonl(d / "train_samples.jsonl")),
+            # Sampling the pool a curriculum round picked its search problems from.
+            "curriculum_tokens": sum(int(s.get("n_tokens", 0)) for s in _jsonl(d / "pool_samples.jsonl")),
             "search_s": sum(float(t.get("stats", {}).get("wall_s", 0.0)) for t in trees),
-            "sample_tokens": sum(int(s.get("n_tokens", 0)) for s in samples),
+            "sample_tokens": sum(int(s.get("n_tokens", 0)) for s in _jsonl(d / "samples.jsonl")),
             "train_s": sum(float(m.get("seconds", 0.0)) for m in metrics),  # seconds per optimizer step
             "train_steps": int(metrics[-1].get("step", 0)) if metrics else 0,
+            "vs_round0": paired_test([(base, mine)]) if base is not None and mine is not None and d.name != BASE else None,
         })
     if not rows:
         raise MctsPrefError(f"{run}: no round-*/ directories with results yet")
     return rows
 
 
-def render(rows: list[dict], console) -> None:
+def data_tokens(row: dict) -> int:
+    """Tokens generated to make a stage's training data (search + curriculum or baseline sampling)."""
+    return row["search_tokens"] + row["data_sample_tokens"] + row.get("curriculum_tokens", 0)
+
+
+# ---------------------------------------------------------------- comparisons
+
+
+@dataclass
+class Comparison:
+    """B against A in one or more strata (runs, seeds); each stratum is ``(label, dir A, dir B)``."""
+
+    a: str
+    b: str
+    strata: list[tuple[str, Path, Path]]
+
+
+def parse_compare(text: str) -> tuple[str, str]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise MctsPrefError(f"--compare wants two stages A,B (e.g. round-0,round-2 or runs/a/round-2,runs/b/round-2), "
+                            f"got {text!r}")
+    return parts[0], parts[1]
+
+
+def _is_path(spec: str) -> bool:
+    return "/" in spec
+
+
+def _stage_dir(spec: str, run: Path | None) -> Path:
+    d = Path(spec) if _is_path(spec) or run is None else run / spec
+    if not (d / "scored.jsonl").exists():
+        raise MctsPrefError(f"--compare {spec}: {d / 'scored.jsonl'} not found")
+    return d
+
+
+def build_comparisons(runs: list[Path], compares: list[tuple[str, str]], pool: bool) -> list[Comparison]:
+    """The head-to-heads asked for, resolved to stage directories (missing ones fail here, up front).
+
+    Every stage is compared with round-0 in each run that has both. A --compare
+    side without '/' is a stage name, looked up in every run; a side with one
+    is a stage directory. With --pool, path-only --compare pairs are pooled
+    together as the seeds of one head-to-head.
+    """
+    out: list[Comparison] = []
+    names = sorted({d.name for r in runs for d in r.iterdir() if (d / "scored.jsonl").exists()} - {BASE},
+                   key=lambda n: _order(Path(n)))
+    for name in names:
+        strata = [(str(r), r / BASE, r / name) for r in runs
+                  if (r / BASE / "scored.jsonl").exists() and (r / name / "scored.jsonl").exists()]
+        if strata:
+            out.append(Comparison(BASE, name, strata))
+    by_path: list[tuple[str, str]] = []
+    for a, b in compares:
+        if _is_path(a) and _is_path(b):
+            by_path.append((a, b))
+        else:
+            out.append(Comparison(a, b, [(str(r), _stage_dir(a, r), _stage_dir(b, r)) for r in runs]))
+    strata = [("-", _stage_dir(a, None), _stage_dir(b, None)) for a, b in by_path]
+    if pool and by_path:
+        out.append(Comparison(" | ".join(a for a, _ in by_path), " | ".join(b for _, b in by_path), strata))
+    else:
+        out.extend(Comparison(a, b, [s]) for (a, b), s in zip(by_path, strata))
+    return out
+
+
+def run_comparison(c: Comparison, pool: bool) -> dict:
+    """Per-stratum paired tests, plus the stratified pooled test when ``pool``."""
+    pairs = [(correctness(da), correctness(db)) for _, da, db in c.strata]
+    return {
+        "a": c.a, "b": c.b,
+        "strata": [{"stratum": label, "a": str(da), "b": str(db), **paired_test([p])}
+                   for (label, da, db), p in zip(c.strata, pairs)],
+        "pooled": paired_test(pairs) if pool else None,
+    }
+
+
+# ---------------------------------------------------------------- output
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _p(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def render(rows: list[dict], console, title: str = "MCTS-DPO run") -> None:
     from rich import box
     from rich.table import Table
 
-    t = Table(title="MCTS-DPO run", title_justify="left", box=box.SIMPLE_HEAD)
-    t.caption = ("trees: searched (committed path correct); data: tokens generated for training data "
-                 "(search, or sampling for a baseline); eval: tokens of the test samples; train: seconds")
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    t.caption = ("trees: searched (committed path correct); data: tokens generated for training data (search, "
+                 "plus curriculum or baseline sampling); eval: tokens of the test samples; train: seconds")
     t.caption_justify = "left"
     for col in ("stage", "acc", "95% CI", "n", "trees", "pairs", "data", "train", "eval"):
         t.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
     for r in rows:
-        acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
         ci = "-" if not r["ci95"] else f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f}"
         trees = f"{r['trees']} ({r['trees_correct']})" if r["trees"] else "-"
-        t.add_row(r["name"], acc, ci, str(r["n"] or "-"), trees, "-" if r["pairs"] is None else str(r["pairs"]),
-                  f"{r['search_tokens'] + r['data_sample_tokens']:,}" if r["search_tokens"] + r["data_sample_tokens"] else "-",
+        t.add_row(r["name"], _pct(r["accuracy"]), ci, str(r["n"] or "-"), trees,
+                  "-" if r["pairs"] is None else str(r["pairs"]),
+                  f"{data_tokens(r):,}" if data_tokens(r) else "-",
                   f"{r['train_s']:.0f}" if r["train_s"] else "-", f"{r['sample_tokens']:,}" if r["sample_tokens"] else "-")
+    console.print(t)
+
+
+def _test_cells(s: dict) -> list[str]:
+    ci = "-" if s["ci95"] is None else f"{100 * s['ci95'][0]:+.1f} to {100 * s['ci95'][1]:+.1f}"
+    diff = "-" if s["diff"] is None else f"{100 * s['diff']:+.1f}"
+    return [str(s["n"]), diff, ci, str(s["fixed"]), str(s["broken"]), _p(s["p"])]
+
+
+def render_comparisons(results: list[dict], console) -> None:
+    """The paired-tests table: one row per test, or a heading row, one row per run and the pooled row."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title="paired tests on the same test problems (first sample of each)", title_justify="left",
+              box=box.SIMPLE_HEAD)
+    t.caption = ("fixed: wrong under A, right under B; broken: the reverse; diff: accuracy B - A in points with a "
+                 "95% Wald CI on the paired differences; p: exact two-sided sign test on fixed vs broken; "
+                 "pooled: summed over runs (seeds)")
+    t.caption_justify = "left"
+    t.add_column("B vs A", overflow="fold")
+    for col in ("n", "diff", "95% CI", "fixed", "broken", "p"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for res in results:
+        paths = _is_path(res["a"]) and _is_path(res["b"])
+        # Path pairs name their own stages; name pairs are the same stages in each run.
+        label = (lambda s: f"{s['b']} vs {s['a']}") if paths else (lambda s: s["stratum"])
+        if len(res["strata"]) == 1 and not res["pooled"]:
+            s = res["strata"][0]
+            t.add_row(label(s) if paths else f"{res['b']} vs {res['a']}", *_test_cells(s))
+            continue
+        t.add_row("--compare pairs" if paths else f"{res['b']} vs {res['a']}", style="bold")
+        for s in res["strata"]:
+            t.add_row(f"  {label(s)}", *_test_cells(s))
+        if res["pooled"]:
+            t.add_row(f"  pooled over {res['pooled']['strata']}", *_test_cells(res["pooled"]), style="bold")
     console.print(t)
 
 
@@ -110,7 +268,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax1.set_xticks(range(len(rows)), names, rotation=30)
     ax1.set_ylabel("held-out accuracy (%)")
     ax1.set_title("accuracy per stage (95% CI)")
-    search = [(r["search_tokens"] + r["data_sample_tokens"]) / 1e3 for r in rows]
+    search = [data_tokens(r) / 1e3 for r in rows]
     sample = [r["sample_tokens"] / 1e3 for r in rows]
     ax2.bar(names, search, label="training-data tokens (k)")
     ax2.bar(names, sample, bottom=search, label="eval sample tokens (k)")
@@ -123,18 +281,48 @@ def plot(rows: list[dict], path: Path) -> None:
 
 @stage
 def command(
-    run: Annotated[Path, typer.Argument(help="A run directory written by examples/mcts_dpo_loop.sh.")],
-    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Also draw accuracy and compute per round to this PNG.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the rows as JSON instead of a table.")] = False,
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN", help="Run directories written by examples/mcts_dpo_loop.sh (several: one per seed).")],
+    compare: Annotated[Optional[list[str]], typer.Option(
+        "--compare", help="Head-to-head A,B (repeatable): B against A on the same problems. A side without '/' is a "
+                          "stage name looked up in every RUN (round-1,round-2); a side with '/' is a stage directory "
+                          "(runs/s0/round-2,runs/s0-base/round-2).")] = None,
+    pool: Annotated[bool, typer.Option(
+        "--pool", help="Treat the RUNs as seeds: also pool every stage-vs-round-0 test and every --compare over them "
+                       "(stratified exact sign test, pooled accuracy difference with 95% CI); path-only --compare "
+                       "pairs are pooled together as the seeds of one head-to-head.")] = False,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Also draw accuracy and compute per round to this PNG (one RUN).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables: one RUN alone gives its list of rows; "
+                                                          "with several RUNs, --compare or --pool an object {runs, comparisons}.")] = False,
 ) -> None:
-    """Accuracy per round on held-out problems, pairs per round, and compute per stage."""
+    """Accuracy per round on held-out problems, pairs, compute per stage, and paired tests.
+
+    Every stage is tested against round-0 of its run on the same problems,
+    paired by problem id (first scored sample per id): fixed (wrong before,
+    right now), broken (the reverse), an exact two-sided sign test (binomial,
+    p = 1 with no discordant pair), and the accuracy difference with a 95%
+    Wald CI on the paired differences. --pool sums fixed and broken over the
+    seeds (the exact conditional, Mantel-Haenszel-type test for paired binary
+    data) and clusters the CI by problem id, since seeds share problems.
+    """
     from rich.console import Console
 
-    rows = collect(run)
+    if plot_path and len(runs) > 1:
+        raise MctsPrefError("--plot draws one run; pass one RUN")
+    pairs = [parse_compare(c) for c in compare or []]
+    tables = [(run, collect(run)) for run in runs]
+    results = [run_comparison(c, pool) for c in build_comparisons(runs, pairs, pool)]
     if json_out:
-        print(json.dumps(rows, indent=2))
+        if len(runs) == 1 and not pairs and not pool:
+            print(json.dumps(tables[0][1], indent=2))
+        else:
+            print(json.dumps({"runs": [{"run": str(r), "rows": rows} for r, rows in tables], "comparisons": results},
+                             indent=2))
     else:
         console = Console()
-        render(rows, console if console.is_terminal else Console(width=100))
+        console = console if console.is_terminal else Console(width=100)
+        for run, rows in tables:
+            render(rows, console, "MCTS-DPO run" if len(runs) == 1 else f"MCTS-DPO run {run}")
+        if results:
+            render_comparisons(results, console)
     if plot_path:
-        plot(rows, plot_path)
+        plot(tables[0][1], plot_path)

@@ -1,6 +1,4 @@
-"""merge (shards round trip, conflicts), instance-pairs and report, through the CLI."""
-
-import json
+"""merge (shards round trip, conflicts) and instance-pairs, through the CLI (report: tests/test_report.py)."""
 
 from typer.testing import CliRunner
 
@@ -53,38 +51,3 @@ def test_instance_pairs(tmp_path):
     r = runner.invoke(app, ["instance-pairs", str(unscored)])
     assert r.exit_code == 2 and "evaluate" in r.output
 
-
-def test_report_table_json_and_plot(tmp_path):
-    run = tmp_path / "run"
-    for k, acc in ((0, 0.25), (1, 0.5)):
-        d = run / f"round-{k}"
-        d.mkdir(parents=True)
-        (d / "report.json").write_text(json.dumps({"accuracy": acc, "ci95": [acc - 0.1, acc + 0.1], "n_samples": 40}))
-        write_jsonl(d / "samples.jsonl", [{"n_tokens": 10}, {"n_tokens": 5}])
-    write_jsonl(run / "round-1" / "trees.jsonl", [{"correct": True, "stats": {"tokens": 100, "wall_s": 2.0}}])
-    write_jsonl(run / "round-1" / "pairs.jsonl", [{"prompt": "a"}] * 3)
-    (run / "round-1" / "adapter").mkdir()
-    write_jsonl(run / "round-1" / "adapter" / "metrics.jsonl", [{"step": 1, "seconds": 2.0}, {"step": 2, "seconds": 3.5}])
-    r = runner.invoke(app, ["report", str(run), "--json"])
-    assert r.exit_code == 0, r.output
-    rows = json.loads(r.stdout)
-    assert [x["name"] for x in rows] == ["round-0", "round-1"]
-    assert rows[1]["pairs"] == 3 and rows[1]["search_tokens"] == 100 and rows[0]["sample_tokens"] == 15
-    assert rows[1]["train_s"] == 5.5 and rows[1]["train_steps"] == 2
-    r = runner.invoke(app, ["report", str(run)])
-    assert r.exit_code == 0 and "50.0%" in r.stdout
-    r = runner.invoke(app, ["report", str(tmp_path / "nope")])
-    assert r.exit_code == 2
-
-
-def test_report_plot(tmp_path):
-    import pytest
-
-    pytest.importorskip("matplotlib")
-    d = tmp_path / "run" / "round-0"
-    d.mkdir(parents=True)
-    (d / "report.json").write_text(json.dumps({"accuracy": 0.3, "ci95": [0.2, 0.4], "n_samples": 10}))
-    png = tmp_path / "p.png"
-    r = runner.invoke(app, ["report", str(tmp_path / "run"), "--plot", str(png)])
-    assert r.exit_code == 0, r.output
-    assert png.read_bytes()[:4] == b"\x89PNG"
