@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from mcts_pref.steps import ANSWER, EOS, LENGTH, STEP, STEP_CAP, TERMINAL_FINISHES, Step
+from mcts_pref.prompts import DEFAULT_SHOTS, format_prompt, judge_token_ids, resolve_format
+from mcts_pref.steps import ANSWER, EOS, LENGTH, STEP, STEP_CAP, TERMINAL_FINISHES, CutRule, Step
 
-__all__ = ["ANSWER", "EOS", "LENGTH", "STEP", "STEP_CAP", "TERMINAL_FINISHES", "Backend", "Step"]
+__all__ = ["ANSWER", "EOS", "LENGTH", "STEP", "STEP_CAP", "TERMINAL_FINISHES", "Backend", "Step", "StepDecoder"]
 
 
 class Backend(Protocol):
@@ -60,3 +61,53 @@ class Backend(Protocol):
     def self_evaluate(self, questions: Sequence[str], partials: Sequence[str]) -> list[float]:
         """P("correct") in [0, 1] the policy gives each partial solution of its question."""
         ...
+
+
+class StepDecoder:
+    """What the transformers and vLLM backends share: prompts, verdict ids, the step rule, expand/complete.
+
+    A subclass sets up the model and implements ``_decode(prefixes, n, temperature, top_p, max_new,
+    whole=, seed=, tasks=)``, which samples ``n[i]`` rows after each prefix and feeds each row's tokens
+    to a :class:`mcts_pref.steps.StepCutter` built from ``self.cut_rule``.
+    """
+
+    def __init__(self, tokenizer, *, policy_id: str, prompt_format: str, shots, eos_ids: Sequence[int]):
+        self.tok = tokenizer
+        self.policy_id = policy_id
+        self.fmt = resolve_format(prompt_format, tokenizer)
+        self.shots = DEFAULT_SHOTS if shots is None else list(shots)
+        self.eos_ids = {e for e in [tokenizer.eos_token_id, *eos_ids] if e is not None}
+        self.cut_rule = CutRule.from_tokenizer(tokenizer, eos_ids=sorted(self.eos_ids))
+        self._judge_ids: list[int] | None = None
+        self._add_special = self.fmt != "chat"  # a chat template writes its own special tokens
+        self.stats = {"tokens": 0, "forward_calls": 0, "expand_calls": 0, "self_eval_calls": 0, "prefill_tokens": 0}
+
+    def format_prompt(self, problem: dict) -> str:
+        return format_prompt(problem, self.tok, self.fmt, self.shots)
+
+    @property
+    def judge_ids(self) -> list[int]:
+        """The ids of the verdicts A and B right after a judgement prompt (found on first use)."""
+        if self._judge_ids is None:
+            self._judge_ids = judge_token_ids(self.tok, self.fmt)
+        return self._judge_ids
+
+    def expand(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
+               max_step_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
+        """``n[i]`` sampled next steps (one line each) for every prefix."""
+        self.stats["expand_calls"] += 1
+        return self._checked_decode(prefixes, n, temperature, top_p, max_step_tokens, False, seed, tasks)
+
+    def complete(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
+                 max_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
+        """``n[i]`` whole solutions per prefix: stop at an answer line, EOS, or ``max_tokens``."""
+        return self._checked_decode(prefixes, n, temperature, top_p, max_tokens, True, seed, tasks)
+
+    def _checked_decode(self, prefixes, n, temperature, top_p, max_new, whole, seed, tasks) -> list[list[Step]]:
+        if len(prefixes) != len(n) or (tasks is not None and len(tasks) != len(n)):
+            raise ValueError("prefixes, n and tasks must have the same length")
+        tasks = list(tasks) if tasks is not None else ["math"] * len(prefixes)
+        return self._decode(prefixes, n, temperature, top_p, max_new, whole=whole, seed=seed, tasks=tasks)
+
+    def _decode(self, prefixes, n, temperature, top_p, max_new, *, whole: bool, seed, tasks) -> list[list[Step]]:
+        raise NotImplementedError

@@ -17,8 +17,9 @@ from typing import Sequence
 
 import torch
 
-from mcts_pref.prompts import DEFAULT_SHOTS, format_prompt, judge_prompt, judge_token_ids, resolve_format
-from mcts_pref.steps import CutRule, Step, StepCutter
+from mcts_pref.backends.base import StepDecoder
+from mcts_pref.prompts import judge_prompt
+from mcts_pref.steps import Step, StepCutter
 
 SENTINEL = "\ue000"  # a private-use character standing in for the question
 TOP_K_FIRST = 256  # top-p sampling looks for the nucleus among this many tokens first
@@ -38,27 +39,18 @@ class Header:
         return len(self.ids)
 
 
-class HFBackend:
+class HFBackend(StepDecoder):
     """A :class:`mcts_pref.backends.base.Backend` over a transformers causal LM."""
 
     def __init__(self, model, tokenizer, *, policy_id: str, prompt_format: str = "auto", shots=None, max_batch_rows: int = 64):
-        self.model, self.tok = model, tokenizer
-        self.policy_id = policy_id
-        self.fmt = resolve_format(prompt_format, tokenizer)
-        self.shots = DEFAULT_SHOTS if shots is None else list(shots)
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        super().__init__(tokenizer, policy_id=policy_id, prompt_format=prompt_format, shots=shots,
+                         eos_ids=gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+        self.model = model
         self.max_batch_rows = max(1, max_batch_rows)
         self.device = next(model.parameters()).device
-        self.stats = {"tokens": 0, "forward_calls": 0, "expand_calls": 0, "self_eval_calls": 0, "prefill_tokens": 0}
-
-        eos = {tokenizer.eos_token_id}
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        eos.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
-        self.eos_ids = {e for e in eos if e is not None}
-        self.cut_rule = CutRule.from_tokenizer(tokenizer, eos_ids=sorted(self.eos_ids))
-        self._judge_ids: list[int] | None = None
         params = inspect.signature(type(model).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self._add_special = self.fmt != "chat"  # a chat template writes its own special tokens
         # Every prompt starts with the same system text and exemplars, and every
         # judgement prompt with the same instruction: prefill each once, reuse its KV.
         probe_q = "What is 12 + 3?"
@@ -66,17 +58,6 @@ class HFBackend:
                                                self.format_prompt({"question": probe_q}))
         self.judge_header = self._make_header(judge_prompt(SENTINEL, "1", tokenizer, self.fmt),
                                               judge_prompt(probe_q, "1", tokenizer, self.fmt))
-
-    # -- prompts -----------------------------------------------------------------
-    def format_prompt(self, problem: dict) -> str:
-        return format_prompt(problem, self.tok, self.fmt, self.shots)
-
-    @property
-    def judge_ids(self) -> list[int]:
-        """The ids of the verdicts A and B right after a judgement prompt (found on first use)."""
-        if self._judge_ids is None:
-            self._judge_ids = judge_token_ids(self.tok, self.fmt)
-        return self._judge_ids
 
     @torch.inference_mode()
     def _make_header(self, template: str, probe: str) -> Header | None:
@@ -190,17 +171,6 @@ class HFBackend:
         return res.logits[:, -1, :], getattr(res, "cache", None) or res.past_key_values, mask
 
     # -- generation --------------------------------------------------------------
-    def expand(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
-               max_step_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
-        """``n[i]`` sampled next steps (one line each) for every prefix."""
-        self.stats["expand_calls"] += 1
-        return self._decode(prefixes, n, temperature, top_p, max_step_tokens, whole=False, seed=seed, tasks=tasks)
-
-    def complete(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
-                 max_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
-        """``n[i]`` whole solutions per prefix: stop at an answer line, EOS, or ``max_tokens``."""
-        return self._decode(prefixes, n, temperature, top_p, max_tokens, whole=True, seed=seed, tasks=tasks)
-
     def _chunks(self, n: Sequence[int]):
         """Group prefix indices so that each group has at most max_batch_rows rows."""
         group, rows = [], 0
@@ -214,9 +184,6 @@ class HFBackend:
             yield group
 
     def _decode(self, prefixes, n, temperature, top_p, max_new, *, whole: bool, seed, tasks):
-        if len(prefixes) != len(n) or (tasks is not None and len(tasks) != len(n)):
-            raise ValueError("prefixes, n and tasks must have the same length")
-        tasks = tasks or ["math"] * len(prefixes)
         out: list[list[Step]] = [[] for _ in prefixes]
         for c, group in enumerate(self._chunks(n)):
             gen = None

@@ -48,9 +48,10 @@ from typing import Any
 
 from mcts_pref.console import console
 from mcts_pref.policy import load_tokenizer, policy_id, resolve_model
-from mcts_pref.prompts import DEFAULT_SHOTS, format_prompt, judge_prompt, judge_token_ids, resolve_format
+from mcts_pref.backends.base import StepDecoder
+from mcts_pref.prompts import judge_prompt
 from mcts_pref.records import MctsPrefError
-from mcts_pref.steps import CutRule, Step, StepCutter
+from mcts_pref.steps import Step, StepCutter
 
 INSTALL_HINT = "the vllm backend needs vLLM: pip install 'mcts-pref[vllm]'"
 JUDGE_TOP = 20  # top log-probs read at the verdict position (vLLM's default max_logprobs)
@@ -121,35 +122,18 @@ class _Row:
     sampled: int = 0  # tokens drawn so far, a final EOS included
 
 
-class VLLMBackend:
+class VLLMBackend(StepDecoder):
     """A :class:`mcts_pref.backends.base.Backend` over a ``vllm.LLM``; see the module docs."""
 
     def __init__(self, llm, tokenizer, *, policy_id: str, prompt_format: str = "auto", shots=None,
                  lora_request=None, eos_ids: Sequence[int] = (), sampling_params: Callable | None = None):
-        self.llm, self.tok = llm, tokenizer
-        self.policy_id = policy_id
-        self.fmt = resolve_format(prompt_format, tokenizer)
-        self.shots = DEFAULT_SHOTS if shots is None else list(shots)
+        super().__init__(tokenizer, policy_id=policy_id, prompt_format=prompt_format, shots=shots, eos_ids=eos_ids)
+        self.llm = llm
         self.lora_request = lora_request
         self._params = sampling_params or import_vllm().SamplingParams
-        self.stats = {"tokens": 0, "forward_calls": 0, "expand_calls": 0, "self_eval_calls": 0}
-        self.eos_ids = {e for e in [tokenizer.eos_token_id, *eos_ids] if e is not None}
-        self.cut_rule = CutRule.from_tokenizer(tokenizer, eos_ids=sorted(self.eos_ids))
+        del self.stats["prefill_tokens"]  # vLLM does its own prefills (and prefix caching)
         self.newline_ids = set(self.cut_rule.newline_ids)
         self.stop_ids = sorted(self.newline_ids | self.eos_ids)
-        self._judge_ids: list[int] | None = None
-        self._add_special = self.fmt != "chat"  # a chat template writes its own special tokens
-
-    # -- prompts -----------------------------------------------------------------
-    def format_prompt(self, problem: dict) -> str:
-        return format_prompt(problem, self.tok, self.fmt, self.shots)
-
-    @property
-    def judge_ids(self) -> list[int]:
-        """The ids of the verdicts A and B right after a judgement prompt (found on first use)."""
-        if self._judge_ids is None:
-            self._judge_ids = judge_token_ids(self.tok, self.fmt)
-        return self._judge_ids
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tok(text, add_special_tokens=self._add_special).input_ids)
@@ -161,21 +145,7 @@ class VLLMBackend:
         return self.llm.generate(prompts, sampling_params=params, use_tqdm=False, **extra)
 
     # -- generation --------------------------------------------------------------
-    def expand(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
-               max_step_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
-        """``n[i]`` sampled next steps (one line each) for every prefix."""
-        self.stats["expand_calls"] += 1
-        return self._decode(prefixes, n, temperature, top_p, max_step_tokens, whole=False, seed=seed, tasks=tasks)
-
-    def complete(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
-                 max_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
-        """``n[i]`` whole solutions per prefix: stop at an answer line, EOS, or ``max_tokens``."""
-        return self._decode(prefixes, n, temperature, top_p, max_tokens, whole=True, seed=seed, tasks=tasks)
-
     def _decode(self, prefixes, n, temperature, top_p, max_new, *, whole: bool, seed, tasks) -> list[list[Step]]:
-        if len(prefixes) != len(n) or (tasks is not None and len(tasks) != len(n)):
-            raise ValueError("prefixes, n and tasks must have the same length")
-        tasks = tasks or ["math"] * len(prefixes)
         rows: list[_Row] = []
         for p, k, task in zip(prefixes, n, tasks):
             ids = self._ids(p)
