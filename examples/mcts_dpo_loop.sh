@@ -23,6 +23,7 @@ TASK_CONFIG=${TASK_CONFIG:---config min_terms=3 --config max_terms=3 --config mi
 N_TRAIN=${N_TRAIN:-32}                # new training problems searched per round
 N_TEST=${N_TEST:-100}                 # fixed held-out problems, never searched
 SHOTS=${SHOTS:-2}                     # few-shot exemplars: one step per line
+SHOTS_FROM=${SHOTS_FROM:-}            # a problem file whose gold rationales are the exemplars (default: built-in)
 # search
 ITERATIONS=${ITERATIONS:-2}           # MCTS iterations per committed step (x4 at the root)
 CHILDREN=${CHILDREN:-3}
@@ -37,6 +38,7 @@ RESAMPLE=${RESAMPLE:-1}               # extra sampling rounds that replace dupli
 # pairs + DPO
 MIN_MARGIN=${MIN_MARGIN:-0.0}
 TREES=${TREES:---only-correct-trees}   # --all-trees: also pairs from trees whose committed answer is wrong
+PAIRS=${PAIRS:-}                      # more extract-pairs flags, e.g. "--checked --eps add-one"
 LR=${LR:-2e-4}
 BETA=${BETA:-0.1}
 EPOCHS=${EPOCHS:-2}
@@ -45,6 +47,7 @@ REPLAY=${REPLAY:-0}                   # 1: also train on every earlier round's p
 # evaluation
 EVAL_TOKENS=${EVAL_TOKENS:-96}
 SEED=${SEED:-0}
+TEST_SEED=${TEST_SEED:-$((SEED + 100000))}  # fix it to keep one held-out set across seeds
 # curriculum (off unless CURRICULUM=1): search where the policy sometimes succeeds.
 # The pool's sampling tokens are that round's training-data compute (report's data column).
 CURRICULUM=${CURRICULUM:-}
@@ -60,6 +63,8 @@ esac
 
 RUN=runs/$NAME
 mkdir -p "$RUN/round-0"
+shots=(--shots "$SHOTS")
+[ -n "$SHOTS_FROM" ] && shots+=(--shots-from "$SHOTS_FROM")
 say() { printf '\n== %s\n' "$*" >&2; }
 
 # Problems: train and test come from different generator seeds, and any test
@@ -69,7 +74,7 @@ if [ ! -s "$RUN/test.jsonl" ]; then
   # shellcheck disable=SC2086
   mcts-pref prepare "$TASK" --size $((POOL * ROUNDS)) --seed "$SEED" $TASK_CONFIG --out "$RUN/train.jsonl.tmp"
   # shellcheck disable=SC2086
-  mcts-pref prepare "$TASK" --size "$N_TEST" --seed $((SEED + 100000)) $TASK_CONFIG --out "$RUN/test.jsonl.tmp"
+  mcts-pref prepare "$TASK" --size "$N_TEST" --seed "$TEST_SEED" $TASK_CONFIG --out "$RUN/test.jsonl.tmp"
   python3 - "$RUN" <<'PY'
 import json, sys
 run = sys.argv[1]
@@ -84,7 +89,7 @@ fi
 
 evaluate_policy() {  # $1 = round dir, $2.. = policy options
   local dir=$1; shift
-  mcts-pref sample "$RUN/test.jsonl" --model "$MODEL" "$@" --shots "$SHOTS" --max-tokens "$EVAL_TOKENS" \
+  mcts-pref sample "$RUN/test.jsonl" --model "$MODEL" "$@" "${shots[@]}" --max-tokens "$EVAL_TOKENS" \
     --seed "$SEED" --out "$dir/samples.jsonl"
   mcts-pref evaluate "$dir/samples.jsonl" --out "$dir/scored.jsonl" --report "$dir/report.json"
 }
@@ -103,7 +108,7 @@ for k in $(seq 1 "$ROUNDS"); do
   if [ "$CURRICULUM" = 1 ]; then
     if [ ! -f "$R/problems.jsonl" ]; then
       say "round $k: curriculum (sample $POOL_K per pool problem with the policy of round $((k - 1)))"
-      mcts-pref sample "${problems[@]}" --model "$MODEL" "${adapter[@]}" --shots "$SHOTS" -k "$POOL_K" \
+      mcts-pref sample "${problems[@]}" --model "$MODEL" "${adapter[@]}" "${shots[@]}" -k "$POOL_K" \
         --temperature "$TEMPERATURE" --max-tokens "$POOL_TOKENS" --seed $((SEED + k)) --out "$R/pool_samples.jsonl"
       mcts-pref evaluate "$R/pool_samples.jsonl" --out "$R/pool_scored.jsonl"
       mcts-pref curriculum "$R/pool_scored.jsonl" --problems "$RUN/train.jsonl" --band "$BAND" --limit "$N_TRAIN" \
@@ -119,13 +124,14 @@ for k in $(seq 1 "$ROUNDS"); do
 
   say "round $k: search (policy of round $((k - 1)))"
   mcts-pref search "${problems[@]}" --model "$MODEL" "${adapter[@]}" \
-    --shots "$SHOTS" --iterations "$ITERATIONS" --children "$CHILDREN" --root-children "$ROOT_CHILDREN" \
+    "${shots[@]}" --iterations "$ITERATIONS" --children "$CHILDREN" --root-children "$ROOT_CHILDREN" \
     --depth-limit "$DEPTH_LIMIT" --max-depth "$MAX_DEPTH" --max-step-tokens "$MAX_STEP_TOKENS" \
     --temperature "$TEMPERATURE" --value "$VALUE" --rollouts "$ROLLOUTS" --resample-duplicates "$RESAMPLE" \
     --seed $((SEED + k)) --out "$R/trees.jsonl"
 
   say "round $k: extract-pairs"
-  mcts-pref extract-pairs "$R/trees.jsonl" --min-margin "$MIN_MARGIN" "$TREES" --out "$R/pairs.jsonl"
+  # shellcheck disable=SC2086
+  mcts-pref extract-pairs "$R/trees.jsonl" --min-margin "$MIN_MARGIN" "$TREES" $PAIRS --out "$R/pairs.jsonl"
   if [ ! -s "$R/pairs.jsonl" ]; then
     echo "round $k: the search produced no preference pairs; stopping (try more ITERATIONS or N_TRAIN)" >&2
     break

@@ -3,6 +3,11 @@
 For each problem with at least one correct and one wrong sampled solution,
 chosen = a correct completion and rejected = a wrong one, both continuing the
 same prompt. This is the instance-level DPO the step-level method must beat.
+With ``--checked`` a correct completion can be chosen only if the step
+checker finds no false claim in it (a right answer reached through false
+arithmetic is not a good example): the baseline then gets the same label
+cleaning as ``extract-pairs --checked``, so a step-level win is not just
+cleaner labels.
 """
 
 from __future__ import annotations
@@ -14,11 +19,20 @@ from typing import Annotated
 import typer
 
 from mcts_pref import options as O
+from mcts_pref.check import check_steps
 from mcts_pref.console import console, stage
 from mcts_pref.records import MctsPrefError, RecordWriter, read_many
+from mcts_pref.steps import split_steps
+from mcts_pref.tasks import resolve_task
 
 
-def instance_pairs(samples: list[dict], per_problem: int = 1, seed: int = 0) -> list[dict]:
+def has_false_step(sample: dict) -> bool:
+    """Does the step checker find a false claim in the sample's completion? (The sample serves as the problem.)"""
+    steps = sample.get("steps") or split_steps(sample["completion"], resolve_task(sample.get("task")))
+    return "bad" in check_steps(steps, sample)
+
+
+def instance_pairs(samples: list[dict], per_problem: int = 1, seed: int = 0, checked: bool = False) -> list[dict]:
     by_problem: dict[str, list[dict]] = defaultdict(list)
     for s in samples:
         if "correct" not in s:
@@ -27,7 +41,7 @@ def instance_pairs(samples: list[dict], per_problem: int = 1, seed: int = 0) -> 
     pairs = []
     for pid in sorted(by_problem):
         group = by_problem[pid]
-        good = [s for s in group if s["correct"]]
+        good = [s for s in group if s["correct"] and not (checked and has_false_step(s))]
         # Distinct texts only: a pair of identical completions teaches nothing.
         bad = list({s["completion"]: s for s in group if not s["correct"]}.values())
         good = list({s["completion"]: s for s in good}.values())
@@ -47,12 +61,14 @@ def instance_pairs(samples: list[dict], per_problem: int = 1, seed: int = 0) -> 
 def command(
     samples: Annotated[list[str], typer.Argument(help="Scored sample JSONL files (from `evaluate`).")],
     per_problem: Annotated[int, typer.Option("--per-problem", help="Most pairs per problem.")] = 1,
+    checked: Annotated[bool, typer.Option("--checked", help="Choose only correct completions in which the step "
+                                          "checker finds no false claim.")] = False,
     seed: O.Seed = 0,
     out: O.Out = None,
 ) -> None:
     """Instance-level pairs (correct vs wrong whole solution) from scored samples: the DPO baseline."""
     recs = read_many(samples, "sample")
-    pairs = instance_pairs(recs, per_problem=per_problem, seed=seed)
+    pairs = instance_pairs(recs, per_problem=per_problem, seed=seed, checked=checked)
     with RecordWriter(out) as w:
         w.write_many(pairs)
     n_problems = len({r["problem_id"] for r in recs})

@@ -73,6 +73,8 @@ def sample_problems(backend, problems: list[dict], *, k: int, temperature: float
                 }
                 if p.get("choices"):
                     rec["choices"] = p["choices"]
+                if p.get("source"):
+                    rec["source"] = p["source"]  # the step checker's task rules are looked up by source
                 recs.append(rec)
             writer.write_many(recs)
         if on_batch:

@@ -51,3 +51,25 @@ def test_instance_pairs(tmp_path):
     r = runner.invoke(app, ["instance-pairs", str(unscored)])
     assert r.exit_code == 2 and "evaluate" in r.output
 
+
+
+def test_instance_pairs_checked_chooses_only_clean_correct_solutions(tmp_path):
+    base = {"v": 1, "problem_id": "p1", "prompt": "Q\n", "policy": "x", "answer": "9", "source": "gym:chain_sum",
+            "question": "State the final answer to the following arithmetic problem: 3 + 4 + 2 ="}
+    def sample(text: str, correct: bool) -> dict:
+        return dict(base, completion=text, steps=text.splitlines(keepends=True), correct=correct)
+
+    lucky = sample("3 + 4 = 8\n8 + 2 = 9\nThe answer is 9.", True)  # right answer through a false step
+    clean = sample("3 + 4 = 7\n7 + 2 = 9\nThe answer is 9.", True)
+    wrong = sample("3 + 4 = 7\n7 + 2 = 10\nThe answer is 10.", False)
+    f = write_jsonl(tmp_path / "scored.jsonl", [lucky, wrong])
+    out = tmp_path / "pairs.jsonl"
+    assert runner.invoke(app, ["instance-pairs", str(f), "--out", str(out)]).exit_code == 0
+    assert len(read_records(out, "pair")) == 1  # unchecked: the lucky solution is chosen
+    out2 = tmp_path / "pairs2.jsonl"
+    r = runner.invoke(app, ["instance-pairs", str(f), "--checked", "--out", str(out2)])
+    assert r.exit_code == 0 and read_records(out2, "pair") == []  # its 3 + 4 = 8 is false: no pair
+    f2 = write_jsonl(tmp_path / "scored2.jsonl", [lucky, clean, wrong])
+    out3 = tmp_path / "pairs3.jsonl"
+    assert runner.invoke(app, ["instance-pairs", str(f2), "--checked", "--out", str(out3)]).exit_code == 0
+    assert [p["chosen"] for p in read_records(out3, "pair")] == [clean["completion"]]

@@ -1,0 +1,88 @@
+"""Summarise experiments/step_vs_instance: per arm and seed, and the pooled head-to-heads.
+
+    python3 experiments/step_vs_instance/analyze.py runs experiments/step_vs_instance/results.json
+
+Reads runs/svi-<arm>-s<seed>/ as run.sh leaves them. For each arm and seed:
+held-out accuracy of the last round (n), data tokens (every token the arm
+generated to make training data: search expansions + rollouts, or sampling),
+value tokens (rollouts; self-evaluation prefill is reported apart), wall
+seconds of generation and training, pairs, and committed steps per solution.
+Then b vs c and b vs d, pooled over seeds with the stratified exact sign test
+and a problem-clustered 95% CI (mcts_pref.stats.paired_test).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from mcts_pref.stats import paired_test
+
+
+def jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def correctness(path: Path) -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    for r in jsonl(path):
+        out.setdefault(str(r["problem_id"]), bool(r["correct"]))
+    return out
+
+
+def arm_row(run: Path, rounds: int) -> dict:
+    last = run / f"round-{rounds}"
+    scored = correctness(last / "scored.jsonl")
+    data = value = prefill = pairs = 0
+    wall = 0.0
+    steps = []
+    for k in range(1, rounds + 1):
+        r = run / f"round-{k}"
+        trees = jsonl(r / "trees.jsonl")
+        for t in trees:
+            data += t["stats"]["tokens"]
+            value += t["stats"].get("rollout_tokens", 0)
+            prefill += t["stats"].get("self_eval_prefill_tokens", 0)
+            wall += t["stats"].get("wall_s", 0.0)
+            steps.append(len(t["path"]) - 1)
+        for s in jsonl(r / "train_samples.jsonl"):
+            data += s["n_tokens"]
+        pairs += len(jsonl(r / "pairs.jsonl"))
+        cfg = r / "adapter" / "train_config.json"
+        if cfg.exists():
+            wall += json.loads(cfg.read_text()).get("seconds", 0.0)
+    base = correctness(run / "round-0" / "scored.jsonl")
+    return {
+        "accuracy": sum(scored.values()) / len(scored) if scored else None, "n": len(scored),
+        "base_accuracy": sum(base.values()) / len(base) if base else None,
+        "data_tokens": data, "value_tokens": value, "self_eval_prefill_tokens": prefill,
+        "wall_s": round(wall, 1), "pairs": pairs,
+        "committed_steps_per_tree": sum(steps) / len(steps) if steps else None,
+    }
+
+
+def main(runs: Path, out: Path, rounds: int = 2) -> None:
+    arms: dict[str, dict[int, Path]] = {}
+    for d in sorted(runs.glob("svi-*-s*")):
+        m = re.fullmatch(r"svi-([a-z])-s(\d+)", d.name)
+        if m and (d / f"round-{rounds}" / "scored.jsonl").exists():
+            arms.setdefault(m.group(1), {})[int(m.group(2))] = d
+    result = {"per_arm_seed": {a: {s: arm_row(d, rounds) for s, d in sorted(seeds.items())}
+                               for a, seeds in sorted(arms.items())}, "head_to_head": {}}
+    for other in ("c", "d"):
+        seeds = sorted(set(arms.get("b", {})) & set(arms.get(other, {})))
+        if not seeds:
+            continue
+        strata = [(correctness(arms[other][s] / f"round-{rounds}" / "scored.jsonl"),
+                   correctness(arms["b"][s] / f"round-{rounds}" / "scored.jsonl")) for s in seeds]
+        result["head_to_head"][f"b_vs_{other}"] = {"seeds": seeds, **paired_test(strata)}
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["head_to_head"], indent=1))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
