@@ -50,6 +50,7 @@ trainer joins steps with its own separator.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, fields
 from numbers import Real
 from pathlib import Path
 from typing import Annotated, Optional
@@ -378,6 +379,58 @@ def summary_table(n_read: int, n_kept: int, pairs: list[dict], n_prm: Optional[i
     return table
 
 
+@dataclass
+class PairsConfig:
+    """The knobs of `extract-pairs`; its options take their defaults from here.
+
+    rule (str, "paper"): paper (highest- vs lowest-Q child at each committed step) | first-error.
+    rejected (str, "lowest"): the rejected candidate of paper pairs: lowest | random.
+    min_margin (float, 0.0): keep a paper pair only if q_chosen - q_rejected is above this.
+    min_visits (int, 0): both sides visited at least this often (commit-time N plus rollouts).
+    checked (bool, False): drop a pair whose chosen side or shared prefix holds a false claim.
+    eps_rule (str, "paper"): label smoothing from visits: paper | add-one.
+    only_correct (bool | None, None): only trees whose committed path is correct; None: yes for
+        paper pairs (the paper's filter), no for first-error pairs.
+    max_pairs (int | None, None): at most this many pairs per tree (largest Q margin first).
+    seed (int, 0): seed of --rejected random.
+    fmt (str, "dpo"): dpo (preference pairs) | prm (step-label records).
+    """
+
+    rule: str = "paper"
+    rejected: str = "lowest"
+    min_margin: float = 0.0
+    min_visits: int = 0
+    checked: bool = False
+    eps_rule: str = "paper"
+    only_correct: Optional[bool] = None
+    max_pairs: Optional[int] = None
+    seed: int = 0
+    fmt: str = "dpo"
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise MctsPrefError(f"--format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
+        if self.rejected not in REJECTED_RULES:
+            raise MctsPrefError(f"--rejected must be one of {', '.join(REJECTED_RULES)}, got {self.rejected!r}")
+        if self.rule not in PAIR_RULES:
+            raise MctsPrefError(f"--pairs must be one of {', '.join(PAIR_RULES)}, got {self.rule!r}")
+        if self.rule == "first-error" and self.rejected != "lowest":
+            raise MctsPrefError("--rejected applies to --pairs paper; first-error pairs reject the first wrong step")
+        if self.eps_rule not in EPS_RULES:
+            raise MctsPrefError(f"--eps must be one of {', '.join(EPS_RULES)}, got {self.eps_rule!r}")
+        if self.min_visits < 0:
+            raise MctsPrefError(f"--min-visits must be >= 0, got {self.min_visits}")
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise MctsPrefError("--max-pairs-per-tree must be >= 1")
+        if self.only_correct is None:
+            # A wrong tree's first error is exactly what first-error pairs are for.
+            self.only_correct = self.rule == "paper"
+
+
+# The declared defaults (PairsConfig() itself would resolve only_correct).
+_D = {f.name: f.default for f in fields(PairsConfig)}
+
+
 @stage
 def command(
     trees: Annotated[list[str], typer.Argument(help="Tree JSONL files written by search (- for stdin).", show_default=False)],
@@ -389,21 +442,21 @@ def command(
             help="Which pairs: paper (at each committed step, highest- vs lowest-Q child) | first-error "
             "(one per tree: the first committed step judged wrong vs its best sibling judged good; all trees unless --only-correct-trees).",
         ),
-    ] = "paper",
+    ] = _D["rule"],
     rejected: Annotated[
         str, typer.Option("--rejected", help="Rejected candidate (paper pairs): lowest (lowest Q) | random (a seeded random other child).")
-    ] = "lowest",
+    ] = _D["rejected"],
     min_margin: Annotated[
         float, typer.Option("--min-margin", help="Keep a paper pair only if q_chosen - q_rejected is above this.")
-    ] = 0.0,
+    ] = _D["min_margin"],
     min_visits: Annotated[
         int,
         typer.Option("--min-visits", help="Keep a pair only if both sides were visited at least this often (commit-time N plus rollouts)."),
-    ] = 0,
+    ] = _D["min_visits"],
     checked: Annotated[
         bool,
         typer.Option("--checked", help="Drop a pair whose chosen side or shared prefix holds a claim the step checker finds false."),
-    ] = False,
+    ] = _D["checked"],
     eps_rule: Annotated[
         str,
         typer.Option(
@@ -411,7 +464,7 @@ def command(
             help="Label smoothing from visits: paper = min(N_rej/(N_cho+N_rej), 0.5) | "
             "add-one = min((N_rej+1)/(N_cho+N_rej+2), 0.5).",
         ),
-    ] = "paper",
+    ] = _D["eps_rule"],
     only_correct: Annotated[
         Optional[bool],
         typer.Option(
@@ -420,12 +473,12 @@ def command(
             "(the paper's filter), all trees for first-error pairs.",
             show_default=False,
         ),
-    ] = None,
+    ] = _D["only_correct"],
     max_pairs: Annotated[
         Optional[int], typer.Option("--max-pairs-per-tree", help="Keep at most this many pairs per tree (largest Q margin first).")
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for --rejected random.")] = 0,
-    fmt: Annotated[str, typer.Option("--format", help="dpo (preference pairs) | prm (step-label records).")] = "dpo",
+    ] = _D["max_pairs"],
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --rejected random.")] = _D["seed"],
+    fmt: Annotated[str, typer.Option("--format", help="dpo (preference pairs) | prm (step-label records).")] = _D["fmt"],
     prm_out: Annotated[Optional[str], typer.Option("--prm-out", help="Also write PRM step-label records to this file.")] = None,
 ) -> None:
     """Extract step-level preference pairs (TRL DPO format) from search trees.
@@ -436,42 +489,27 @@ def command(
     --pairs first-error instead pairs each tree's first wrong step with a
     sibling judged good. A summary table goes to stderr.
     """
-    if fmt not in FORMATS:
-        raise MctsPrefError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if fmt == "prm" and prm_out:
+    cfg = PairsConfig(rule=rule, rejected=rejected, min_margin=min_margin, min_visits=min_visits, checked=checked,
+                      eps_rule=eps_rule, only_correct=only_correct, max_pairs=max_pairs, seed=seed, fmt=fmt)
+    if cfg.fmt == "prm" and prm_out:
         raise MctsPrefError("--prm-out adds PRM records next to DPO pairs; with --format prm they already go to --out")
-    if rejected not in REJECTED_RULES:
-        raise MctsPrefError(f"--rejected must be one of {', '.join(REJECTED_RULES)}, got {rejected!r}")
-    if rule not in PAIR_RULES:
-        raise MctsPrefError(f"--pairs must be one of {', '.join(PAIR_RULES)}, got {rule!r}")
-    if rule == "first-error" and rejected != "lowest":
-        raise MctsPrefError("--rejected applies to --pairs paper; first-error pairs reject the first wrong step")
-    if eps_rule not in EPS_RULES:
-        raise MctsPrefError(f"--eps must be one of {', '.join(EPS_RULES)}, got {eps_rule!r}")
-    if min_visits < 0:
-        raise MctsPrefError(f"--min-visits must be >= 0, got {min_visits}")
-    if max_pairs is not None and max_pairs < 1:
-        raise MctsPrefError("--max-pairs-per-tree must be >= 1")
     if prm_out and out and Path(prm_out).resolve() == Path(out).resolve():
         raise MctsPrefError("--prm-out and --out must be different files")
-    if only_correct is None:
-        # A wrong tree's first error is exactly what first-error pairs are for.
-        only_correct = rule == "paper"
 
-    all_trees = read_trees(trees, need_correct=only_correct)
-    kept = [t for t in all_trees if not only_correct or is_correct(t)]
+    all_trees = read_trees(trees, need_correct=cfg.only_correct)
+    kept = [t for t in all_trees if not cfg.only_correct or is_correct(t)]
     dropped: Counter = Counter()
     pairs = []
-    if fmt == "dpo":
+    if cfg.fmt == "dpo":
         for t in kept:
             pairs += tree_pairs(
-                t, rejected, min_margin, max_pairs, seed,
-                rule=rule, eps=eps_rule, min_visits=min_visits, checked=checked, dropped=dropped,
+                t, cfg.rejected, cfg.min_margin, cfg.max_pairs, cfg.seed, rule=cfg.rule, eps=cfg.eps_rule,
+                min_visits=cfg.min_visits, checked=cfg.checked, dropped=dropped,
             )
-    prm = [r for t in kept for r in prm_records(t)] if (fmt == "prm" or prm_out) else None
+    prm = [r for t in kept for r in prm_records(t)] if (cfg.fmt == "prm" or prm_out) else None
 
     with RecordWriter(out) as writer:
-        writer.write_many(pairs if fmt == "dpo" else prm)
+        writer.write_many(pairs if cfg.fmt == "dpo" else prm)
     if prm_out:
         with RecordWriter(prm_out) as prm_writer:
             prm_writer.write_many(prm)
