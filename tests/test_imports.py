@@ -1,8 +1,8 @@
 """The package's import graph: no circles, and internal imports at module top.
 
 Read with ``ast`` from the source, so the check sees imports inside functions
-too (they form circles just the same, only later). Imports under
-``if TYPE_CHECKING:`` are for annotations only and never run.
+too (they form circles just the same, only later), and imports under
+``if TYPE_CHECKING:`` (they never run, but a reader still follows them).
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in PKG.rglob("*.py")}
 
 
-def _type_checking_block(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-
-
 def internal_imports(path: Path) -> list[tuple[str, int, bool, str]]:
     """(imported module, line, at module top?, source line) for every mcts_pref import in ``path``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -36,8 +32,6 @@ def internal_imports(path: Path) -> list[tuple[str, int, bool, str]]:
 
     def visit(node: ast.AST, top: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            if _type_checking_block(child):
-                continue
             here = top and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
             targets: list[str] = []
             if isinstance(child, ast.Import):
