@@ -32,6 +32,7 @@ class PolicyOptions:
     backend: str = "hf"
     tensor_parallel_size: int = 1
     seed: int = 0
+    kv_cache_mb: int = 2048  # ~45k tokens of SmolLM2-135M's KV in fp32: small beside a 24 GB machine
 
 
 POLICY = PolicyOptions()
@@ -78,4 +79,12 @@ Backend = Annotated[
 ]
 TensorParallel = Annotated[
     int, typer.Option("--tensor-parallel-size", help="GPUs one model is sharded over (--backend vllm only).")
+]
+KvCacheMb = Annotated[
+    int,
+    typer.Option(
+        "--kv-cache-mb",
+        help="Memory cap (MiB) of the hf backend's prefix KV cache, kept across model calls so a node's prefix "
+             "is encoded once (0: off, only the exemplar header is reused).",
+    ),
 ]

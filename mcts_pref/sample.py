@@ -77,6 +77,9 @@ def sample_problems(backend, problems: list[dict], *, k: int, temperature: float
                     rec["source"] = p["source"]  # the step checker's task rules are looked up by source
                 recs.append(rec)
             writer.write_many(recs)
+        release = getattr(backend, "release", None)  # a backend with a prefix cache frees the batch's blocks
+        for prompt in prompts if release is not None else ():
+            release(prompt)
         if on_batch:
             on_batch(len(batch))
 
@@ -100,6 +103,7 @@ def command(
     trust_remote_code: O.TrustRemoteCode = POLICY.trust_remote_code,
     device: O.Device = POLICY.device,
     batch_rows: O.BatchRows = POLICY.batch_rows,
+    kv_cache_mb: O.KvCacheMb = POLICY.kv_cache_mb,
     backend_name: O.Backend = POLICY.backend,
     tensor_parallel_size: O.TensorParallel = POLICY.tensor_parallel_size,
     seed: O.Seed = POLICY.seed,
@@ -122,7 +126,7 @@ def command(
             return
         backend = load_backend(model, adapter, dtype=dtype, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code,
                                device=device, prompt_format=prompt_format, shots=exemplars, max_batch_rows=batch_rows,
-                               backend=backend_name, tensor_parallel_size=tensor_parallel_size)
+                               backend=backend_name, tensor_parallel_size=tensor_parallel_size, kv_cache_mb=kv_cache_mb)
         start = time.time()
         with Progress(TextColumn("sample"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.fields[rate]}"), console=console) as bar:

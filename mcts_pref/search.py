@@ -40,8 +40,8 @@ from mcts_pref.backends import Step, load_backend
 from mcts_pref.check import step_verdict
 from mcts_pref.console import console, stage
 from mcts_pref.options import (
-    POLICY, Adapter, Backend, BatchRows, Device, Dtype, LoadIn4bit, Model, Out, PromptFormat, Seed, Shard, Shots,
-    ShotsFrom, TensorParallel, TrustRemoteCode,
+    POLICY, Adapter, Backend, BatchRows, Device, Dtype, KvCacheMb, LoadIn4bit, Model, Out, PromptFormat, Seed, Shard,
+    Shots, ShotsFrom, TensorParallel, TrustRemoteCode,
 )
 from mcts_pref.prompts import judge_question, load_shots
 from mcts_pref.records import MctsPrefError, RecordWriter, read_records, shard as take_shard
@@ -412,8 +412,11 @@ def search_trees(
                 mine, results = results[:k], results[k:]
                 tree.send(mine)
         round_ix += 1
+        release = getattr(backend, "release", None)  # a backend with a prefix cache frees a finished tree's blocks
         for tree in active:
             if tree.request is None:
+                if release is not None:
+                    release(tree.record["prompt"])
                 yield tree.record
         active = [t for t in active if t.request is not None]
 
@@ -446,6 +449,7 @@ def command(
     shots: Shots = POLICY.shots,
     shots_from: ShotsFrom = POLICY.shots_from,
     batch_rows: BatchRows = POLICY.batch_rows,
+    kv_cache_mb: KvCacheMb = POLICY.kv_cache_mb,
     backend_name: Backend = POLICY.backend,
     tensor_parallel_size: TensorParallel = POLICY.tensor_parallel_size,
     iterations: Annotated[int, _opt("--iterations", "MCTS iterations per search root (x4 at the problem root).")] = _D.iterations,
@@ -507,6 +511,7 @@ def command(
             model=model, adapter=adapter, dtype=dtype, load_in_4bit=load_in_4bit,
             trust_remote_code=trust_remote_code, device=device, prompt_format=prompt_format,
             shots=exemplars, max_batch_rows=batch_rows, backend=backend_name, tensor_parallel_size=tensor_parallel_size,
+            kv_cache_mb=kv_cache_mb,
         )
         _run_with_progress(backend, todo, cfg, writer)
 

@@ -112,7 +112,8 @@ def test_missing_default_package_gives_fix(tmp_path):
 def test_header_kv_reuse_matches_full_prefill(tiny_model_dir):
     """Prefilling the shared exemplar header once gives the same tokens and scores as full prompts."""
     for fmt in ("plain", "chat"):
-        b = load_backend(str(tiny_model_dir), prompt_format=fmt)  # built-in exemplars: a long shared header
+        # kv_cache_mb=0: this tests the header reuse alone (the prefix cache has its own tests).
+        b = load_backend(str(tiny_model_dir), prompt_format=fmt, kv_cache_mb=0)  # built-in exemplars: a long shared header
         assert b.prompt_header is not None and b.judge_header is not None
         prefixes = [b.format_prompt({"question": q}) + step for q, step in zip(PROMPTS, ["", "10 - 7 = 3\n"])]
         with_header = b.expand(prefixes, [2, 1], temperature=0, top_p=1.0, max_step_tokens=8)

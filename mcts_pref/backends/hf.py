@@ -1,4 +1,4 @@
-"""The transformers backend: batched step generation with a shared-prefix KV cache.
+"""The transformers backend: batched step generation with a prefix KV cache across calls.
 
 Decoding a small model is memory-bandwidth bound, so one forward pass over
 many rows costs about as much as over one. Everything here is therefore
@@ -6,6 +6,12 @@ batched: all prefixes of a call are prefilled together once, their KV cache
 is copied to the k continuation rows (the prefix is never re-encoded per
 child), rows that finish are pruned from the batch, and self-evaluation is
 one forward pass over all (question, partial solution) pairs.
+
+Across calls, a :class:`mcts_pref.backends.kvcache.PrefixCache` (``kv_cache_mb``
+> 0, the default) keeps the KV of every prefix and of every generated step in
+a radix tree of token runs: the next expansion of a child, its rollouts and its
+judgement prompt encode only what is not cached yet. With ``kv_cache_mb=0``
+only the exemplar and judgement headers are reused (prefilled once at start).
 """
 
 from __future__ import annotations
@@ -18,12 +24,16 @@ from typing import Sequence
 import torch
 
 from mcts_pref.backends.base import StepDecoder
-from mcts_pref.prompts import judge_prompt
+from mcts_pref.backends.kvcache import PrefixCache, common_length
+from mcts_pref.options import POLICY
+from mcts_pref.prompts import judge_prompt, judge_question
 from mcts_pref.steps import Step, StepCutter
 
 SENTINEL = "\ue000"  # a private-use character standing in for the question
 TOP_K_FIRST = 256  # top-p sampling looks for the nucleus among this many tokens first
 MIN_SHARED = 8  # prompts sharing at least this many leading tokens are prefilled as a group
+MIN_SAVED = 64  # tokens a first, shared prefill must save to pay for its extra forward pass (CPU, small model)
+PINNED = ("header",)  # the owner of the headers' cached runs: never released, evicted last
 
 
 @dataclass
@@ -42,7 +52,8 @@ class Header:
 class HFBackend(StepDecoder):
     """A :class:`mcts_pref.backends.base.Backend` over a transformers causal LM."""
 
-    def __init__(self, model, tokenizer, *, policy_id: str, prompt_format: str = "auto", shots=None, max_batch_rows: int = 64):
+    def __init__(self, model, tokenizer, *, policy_id: str, prompt_format: str = "auto", shots=None, max_batch_rows: int = 64,
+                 kv_cache_mb: int = POLICY.kv_cache_mb):
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         super().__init__(tokenizer, policy_id=policy_id, prompt_format=prompt_format, shots=shots,
                          eos_ids=gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
@@ -51,6 +62,9 @@ class HFBackend(StepDecoder):
         self.device = next(model.parameters()).device
         params = inspect.signature(type(model).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.kv: PrefixCache | None = None
+        self._live: dict[str, int] = {}  # prompt of a live tree -> how many live trees have it
+        self._judge_owner: dict[str, str] = {}  # judge_question of a live tree -> its prompt
         # Every prompt starts with the same system text and exemplars, and every
         # judgement prompt with the same instruction: prefill each once, reuse its KV.
         probe_q = "What is 12 + 3?"
@@ -58,6 +72,13 @@ class HFBackend(StepDecoder):
                                                self.format_prompt({"question": probe_q}))
         self.judge_header = self._make_header(judge_prompt(SENTINEL, "1", tokenizer, self.fmt),
                                               judge_prompt(probe_q, "1", tokenizer, self.fmt))
+        # The prefix cache, when the model's cache is plain per-layer KV (no sliding-window
+        # truncation, no recurrent state): only then is a run of KV a function of its tokens.
+        if kv_cache_mb > 0 and self._plain_kv():
+            self.kv = PrefixCache(kv_cache_mb * 2**20)
+            for header in (self.prompt_header, self.judge_header):
+                if header is not None:
+                    self.kv.insert(header.ids, 0, lambda lo, hi, c=header.cache: _row_kv(c, 0, lo, hi), owner=PINNED)
 
     @torch.inference_mode()
     def _make_header(self, template: str, probe: str) -> Header | None:
@@ -78,6 +99,52 @@ class HFBackend(StepDecoder):
                 res = self._forward(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), cache=DynamicCache())
                 return Header(text=cut, ids=list(ids), cache=getattr(res, "cache", None) or res.past_key_values)
         return None  # no stable cut: prefill whole prompts instead
+
+    def _plain_kv(self) -> bool:
+        """Does this model's forward fill a cache of plain DynamicLayers (full K and V per layer)?"""
+        from transformers import DynamicCache
+
+        try:
+            from transformers.cache_utils import DynamicLayer
+        except ImportError:  # a transformers without per-layer cache objects: no prefix cache
+            return False
+        header = self.prompt_header or self.judge_header
+        if header is None:
+            ids_t = torch.tensor([[self.tok.eos_token_id or 0] * 2], device=self.device)
+            res = self._forward(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), cache=DynamicCache())
+            cache = getattr(res, "cache", None) or res.past_key_values
+        else:
+            cache = header.cache
+        layers = getattr(cache, "layers", None)
+        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+    # -- live trees own their cached runs ------------------------------------------
+    def format_prompt(self, problem: dict) -> str:
+        """The prompt of ``problem``; with the prefix cache on, its tree is live until :meth:`release`."""
+        prompt = super().format_prompt(problem)
+        if self.kv is not None:
+            self._live[prompt] = self._live.get(prompt, 0) + 1
+            self._judge_owner[judge_question(problem)] = prompt
+        return prompt
+
+    def release(self, prompt: str) -> None:
+        """The tree (or sample batch) of ``prompt`` is done: drop the cached runs only it used."""
+        left = self._live.get(prompt, 0) - 1
+        if left > 0:
+            self._live[prompt] = left
+            return
+        self._live.pop(prompt, None)
+        for q in [q for q, p in self._judge_owner.items() if p == prompt]:
+            del self._judge_owner[q]
+        if self.kv is not None:
+            self.kv.release(prompt)
+
+    def _owner(self, prefix: str) -> str | None:
+        """The live prompt ``prefix`` starts with (the tree it belongs to), if any."""
+        for prompt in self._live:
+            if prefix.startswith(prompt):
+                return prompt
+        return None
 
     def _prefill(self, texts: Sequence[str], header: Header | None, share: bool = False):
         """One forward pass over left-padded ``texts``; returns (last logits, cache, attention mask).
@@ -170,6 +237,79 @@ class HFBackend(StepDecoder):
         res = self._forward(input_ids=ids2, attention_mask=mask, position_ids=pos2, cache=cache, logits_to_keep=1)
         return res.logits[:, -1, :], getattr(res, "cache", None) or res.past_key_values, mask
 
+    def _prefill_cached(self, ids: list[list[int]], owners: Sequence[str | None]):
+        """One forward pass over ``ids`` that encodes only what the prefix cache lacks.
+
+        Row i's cached runs (``m_i`` tokens, always leaving at least its last token
+        to encode for the logits) are copied into a left-padded past; the rest is
+        left-padded after it, so a row reads
+        ``[pad, cached KV, pad, new tokens]`` with the attention mask and explicit
+        positions saying which is which. Returns (last logits, cache, attention mask,
+        ``spans``): ``spans[i] = (m_i, c_i)``, the row's KV for its token ``m_i`` and on
+        sits at cache columns ``c_i, c_i + 1, ...`` (generated tokens follow on).
+        """
+        from transformers import DynamicCache
+
+        paths = [self.kv.match(x, owner, max_tokens=len(x) - 1) for x, owner in zip(ids, owners)]
+        matched = [sum(used for _, used in p) for p in paths]
+        rest = [x[m:] for x, m in zip(ids, matched)]
+        tokens, rmask = self._left_pad(rest)
+        width = max(matched)
+        pmask = rmask.new_zeros(len(ids), width)
+        cache = DynamicCache()
+        if width:
+            past = None
+            for i, path in enumerate(paths):
+                kv = self.kv.gather(path)
+                if kv is None:
+                    continue
+                if past is None:
+                    layers, _, heads, _, dim = kv.shape
+                    past = kv.new_zeros(layers, 2, len(ids), heads, width, dim)
+                past[:, :, i, :, width - matched[i]:] = kv
+                pmask[i, width - matched[i]:] = 1
+            cache = DynamicCache(ddp_cache_data=[(past[j, 0], past[j, 1]) for j in range(past.shape[0])])
+        mask = torch.cat([pmask, rmask], dim=1)
+        m_t = torch.tensor(matched, device=self.device)[:, None]
+        pos = m_t + (rmask.cumsum(-1) - 1).clamp(min=0)
+        res = self._forward(input_ids=tokens, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
+        total = mask.shape[1]
+        spans = [(m, total - len(r)) for m, r in zip(matched, rest)]
+        return res.logits[:, -1, :], getattr(res, "cache", None) or res.past_key_values, mask, spans
+
+    def _share_uncached(self, ids: list[list[int]], owners: Sequence[str | None]) -> None:
+        """Encode once, and cache, what one tree's rows share beyond the cache (its question and steps).
+
+        A tree's rows (siblings' judgement prompts) share their longest common prefix; it is
+        prefilled for one of them when that saves at least :data:`MIN_SAVED` tokens in all,
+        about the cost of the extra forward pass. The rows then find it in the cache.
+        """
+        by_owner: dict[str, list[int]] = {}
+        for r, owner in enumerate(owners):
+            if owner is not None:
+                by_owner.setdefault(owner, []).append(r)
+        reps, rep_owners, saved = [], [], 0
+        for owner, rows in by_owner.items():
+            if len(rows) < 2:
+                continue
+            first = ids[rows[0]]
+            plen = min(min(common_length(first, ids[r]) for r in rows[1:]), min(len(ids[r]) for r in rows) - 1)
+            cached = sum(u for _, u in self.kv.match(first, max_tokens=plen, count=False))
+            if plen - cached >= MIN_SHARED:
+                reps.append(first[:plen])
+                rep_owners.append(owner)
+                saved += (len(rows) - 1) * (plen - cached)
+        if saved < MIN_SAVED:
+            return
+        _, cache, _, spans = self._prefill_cached(reps, rep_owners)
+        for r, (x, span, owner) in enumerate(zip(reps, spans, rep_owners)):
+            self._keep(cache, r, x, span, owner)
+
+    def _keep(self, cache, row: int, ids: list[int], span: tuple[int, int], owner: str | None) -> None:
+        """Cache the KV of ``ids``; from token ``span[0]`` on it sits in ``cache`` row ``row``, columns ``span[1]`` on."""
+        m, col = span
+        self.kv.insert(ids, m, lambda lo, hi: _row_kv(cache, row, col + lo - m, col + hi - m), owner=owner)
+
     # -- generation --------------------------------------------------------------
     def _chunks(self, n: Sequence[int]):
         """Group prefix indices so that each group has at most max_batch_rows rows."""
@@ -205,7 +345,13 @@ class HFBackend(StepDecoder):
 
     @torch.inference_mode()
     def _decode_rows(self, prefixes, n, tasks, temperature, top_p, max_new, whole, gen) -> list[list[Step]]:
-        last, cache, mask = self._prefill(prefixes, self.prompt_header)
+        kv = self.kv
+        if kv is None:
+            last, cache, mask = self._prefill(prefixes, self.prompt_header)
+        else:
+            ids = [list(x) for x in self.tok(list(prefixes), add_special_tokens=self._add_special).input_ids]
+            owners = [self._owner(p) for p in prefixes]
+            last, cache, mask, spans = self._prefill_cached(ids, owners)
         # Shared prefix: encode once, then copy its KV rows to its k continuations.
         expand_idx = torch.repeat_interleave(torch.arange(len(prefixes), device=self.device),
                                              torch.tensor(list(n), device=self.device))
@@ -213,9 +359,24 @@ class HFBackend(StepDecoder):
         logits = last[expand_idx]
         mask = mask[expand_idx]
         next_pos = mask.sum(-1)
+        width0 = mask.shape[1]
+        source = expand_idx.tolist()  # row id -> prefix index
 
         cutters = [StepCutter(self.cut_rule, whole=whole, task=task) for task, k in zip(tasks, n) for _ in range(k)]
         active = list(range(len(cutters)))  # batch position -> row id
+
+        def keep(positions) -> None:
+            """Cache the rows at these batch positions: prefix + generated step (KV exists for all but the last token)."""
+            if kv is None:
+                return
+            made = mask.shape[1] - width0  # generated tokens whose KV is in the cache
+            for a in positions:
+                r = active[a]
+                i = source[r]
+                # Rollouts (whole solutions) are not future prefixes: keep only their prefix.
+                tail = [] if whole else cutters[r].tokens[:made]
+                self._keep(cache, a, ids[i] + tail, spans[i], owners[i])
+
         for t in range(max_new):
             chosen, chosen_lp = self._pick(logits, temperature, top_p, gen)
             for a, (tid, lp) in enumerate(zip(chosen.tolist(), chosen_lp.tolist())):
@@ -228,6 +389,7 @@ class HFBackend(StepDecoder):
             if not alive or t == max_new - 1:
                 break
             if len(active) - len(alive) >= max(1, len(active) // 4):
+                keep([a for a, r in enumerate(active) if cutters[r].done])
                 sel = torch.tensor(alive, device=self.device)
                 cache.batch_select_indices(sel)
                 mask, next_pos, chosen = mask[sel], next_pos[sel], chosen[sel]
@@ -238,6 +400,7 @@ class HFBackend(StepDecoder):
             cache = getattr(res, "cache", None) or res.past_key_values
             next_pos = next_pos + 1
             logits = res.logits[:, -1, :]
+        keep(range(len(active)))
 
         steps = [c.to_step() for c in cutters]
         grouped, i = [], 0
@@ -278,11 +441,28 @@ class HFBackend(StepDecoder):
         prompts = [judge_prompt(q, p, self.tok, self.fmt) for q, p in zip(questions, partials)]
         scores: list[float] = []
         for i in range(0, len(prompts), self.max_batch_rows):
-            # Siblings' judgement prompts differ only in their last step: share the rest.
-            logits, _, _ = self._prefill(prompts[i:i + self.max_batch_rows], self.judge_header, share=True)
+            chunk = prompts[i:i + self.max_batch_rows]
+            if self.kv is None:
+                # Siblings' judgement prompts differ only in their last step: share the rest.
+                logits, _, _ = self._prefill(chunk, self.judge_header, share=True)
+            else:
+                # A child's judgement prompt extends its parent's up to the parent's last step:
+                # cached from the parent's own judgement, so mostly only the new step is encoded.
+                ids = [list(x) for x in self.tok(chunk, add_special_tokens=self._add_special).input_ids]
+                owners = [self._judge_owner.get(q) for q in questions[i:i + self.max_batch_rows]]
+                self._share_uncached(ids, owners)
+                logits, cache, _, spans = self._prefill_cached(ids, owners)
+                for r, (x, span, owner) in enumerate(zip(ids, spans, owners)):
+                    self._keep(cache, r, x, span, owner)
             two = torch.softmax(logits.float()[:, self.judge_ids], dim=-1)
             scores.extend(two[:, 1].tolist())
         return scores
+
+
+def _row_kv(cache, row: int, lo: int, hi: int) -> torch.Tensor:
+    """Cache columns ``lo:hi`` of batch row ``row``, all layers: [layers, 2 (K, V), heads, hi - lo, head_dim]."""
+    return torch.stack([torch.stack([layer.keys[row, :, lo:hi], layer.values[row, :, lo:hi]])
+                        for layer in cache.layers])
 
 
 def share_groups(ids: list[list[int]], min_shared: int = MIN_SHARED) -> list[tuple[int, list[int]]] | None:
