@@ -70,25 +70,25 @@ class Unbatched:
         finally:
             self._full_prefill(False)
 
-    def _expand(self, prefixes, n, *, seed=None, **kw):
+    def _expand(self, prefixes, n, *, seed=None, tasks=None, **kw):
         out = []
         for i, (prefix, k) in enumerate(zip(prefixes, n)):
             steps = []
             for j in range(k):
                 self.calls += 1
                 s = None if seed is None else seed * 1_009 + i * 101 + j
-                steps += self.inner.expand([prefix], [1], seed=s, **kw)[0]
+                steps += self.inner.expand([prefix], [1], seed=s, tasks=_one(tasks, i), **kw)[0]
             out.append(steps)
         return out
 
-    def complete(self, prefixes, n, *, seed=None, **kw):
+    def complete(self, prefixes, n, *, seed=None, tasks=None, **kw):
         self._full_prefill(True)
         try:
             out = []
             for i, (prefix, k) in enumerate(zip(prefixes, n)):
                 self.calls += k
                 s = None if seed is None else seed * 1_009 + i
-                out.append(self.inner.complete([prefix], [k], seed=s, **kw)[0])
+                out.append(self.inner.complete([prefix], [k], seed=s, tasks=_one(tasks, i), **kw)[0])
             return out
         finally:
             self._full_prefill(False)
@@ -100,6 +100,11 @@ class Unbatched:
             return [self.inner.self_evaluate([q], [p])[0] for q, p in zip(questions, partials)]
         finally:
             self._full_prefill(False)
+
+
+def _one(tasks, i):
+    """The per-prefix ``tasks`` list of a one-prefix call."""
+    return None if tasks is None else [tasks[i]]
 
 
 class Counting:
