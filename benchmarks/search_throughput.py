@@ -208,7 +208,7 @@ def raw_decode(backend, prompts: list[str], rows: int, tokens: int, run: int, se
                 start = time.perf_counter()
                 logits = last
                 for _ in range(min(run, steps - done)):
-                    chosen, _ = backend._pick(logits, 0.7, 0.95, gen)
+                    chosen, _, _ = backend._pick(logits, 0.7, 0.95, gen)
                     mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
                     res = backend.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=pos[:, None],
                                         use_cache=True, **{backend._cache_kw: cache})

@@ -17,7 +17,10 @@ repeats a sibling (after whitespace normalisation) adds a draw to that
 sibling, and up to ``--resample-duplicates`` extra rounds ask for as many
 new samples as were duplicates. Conditioned on differing from what was
 drawn, a new sample follows the policy, so this is sampling without
-replacement; the prior stays the policy's own log-prob.
+replacement; the prior stays the policy's own log-prob. A backend that
+``samples_without_replacement`` (the transformers one) draws those rows from
+that conditional law directly (``mcts_pref/distinct.py``), so they spend no
+tokens repeating a sibling; elsewhere repeats are merged and asked for again.
 
 Per search root (DESIGN "The algorithm"): run ``iterations`` (x4 at the
 problem root) of: descend by PUCT to a leaf; while it is expandable (not
@@ -39,6 +42,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mcts_pref.backends import Step, load_backend
 from mcts_pref.check import step_verdict
 from mcts_pref.console import console, stage
+from mcts_pref.distinct import EXHAUSTED, mass_left
 from mcts_pref.options import (
     POLICY, Adapter, Backend, BatchRows, Device, Dtype, KvCacheMb, LoadIn4bit, Model, Out, PromptFormat, Seed, Shard,
     Shots, ShotsFrom, TensorParallel, TrustRemoteCode,
@@ -79,7 +83,8 @@ class Config:
         is then +1 (can still succeed) or -1.
     rollout_max_tokens (int, 128): token cap of one rollout.
     resample_duplicates (int, 1): extra sampling rounds an expansion spends replacing duplicate
-        siblings (0: duplicates just merge, the paper code's behaviour).
+        siblings (0: duplicates just merge, the paper code's behaviour); a backend that samples without
+        replacement draws them from the law conditioned on differing from every step drawn so far.
     batch_trees (int, 16): trees in flight; their expansions share one backend call per round.
     seed (int, 0): round r of the driver samples with seed ``seed * 1_000_003 + r``.
     """
@@ -134,6 +139,7 @@ class Expand:
     prefix: str
     n: int
     task: str = "math"  # tells the step cutter which lines state a final answer
+    exclude: list = field(default_factory=list)  # drawn paths (Step.drawn) of the steps not to repeat
 
 
 @dataclass
@@ -170,14 +176,17 @@ def _expand(nodes: list[Node], leaf: int, problem: dict, prompt: str, cfg: Confi
     prefix = prompt + solution_text(nodes, leaf)
     seen = {_norm(nodes[c].text): c for c in nodes[leaf].children}
     new: list[int] = []
+    drawn: list = []  # every drawn path so far: the next round draws none of them again
     ask = want
     for attempt in range(cfg.resample_duplicates + 1):
-        steps: list[Step] = yield Expand(prefix, ask, task)
+        steps: list[Step] = yield Expand(prefix, ask, task, list(drawn))
         stats["expand_calls"] += 1
         dups = 0
         for step in steps:
             stats["tokens"] += step.n_tokens  # duplicates cost tokens too
             stats["expand_tokens"] += step.n_tokens
+            if step.drawn:
+                drawn.append(step.drawn)
             key = _norm(step.text)
             if key in seen:
                 nodes[seen[key]].draws += 1
@@ -194,6 +203,8 @@ def _expand(nodes: list[Node], leaf: int, problem: dict, prompt: str, cfg: Confi
         ask = want - len(new)
         if not dups or ask <= 0 or (cfg.max_tokens_per_tree is not None and stats["tokens"] >= cfg.max_tokens_per_tree):
             break
+        if drawn and mass_left(drawn) < EXHAUSTED:
+            break  # the policy has no other step to give at this temperature and top-p
     if not new:
         raise MctsPrefError("the backend returned no steps for an expansion")
     stats["expansions"] += 1
@@ -372,10 +383,12 @@ def search_trees(
             return
         expanding = [t for t in active if isinstance(t.request, Expand)]
         if expanding:
+            excluding = getattr(backend, "samples_without_replacement", False) and any(t.request.exclude for t in expanding)
             results = backend.expand(
                 [t.request.prefix for t in expanding], [t.request.n for t in expanding],
                 temperature=cfg.temperature, top_p=cfg.top_p, max_step_tokens=cfg.max_step_tokens,
                 seed=cfg.round_seed(round_ix), tasks=[t.request.task for t in expanding],
+                **({"exclude": [t.request.exclude for t in expanding]} if excluding else {}),
             )
             if len(results) != len(expanding):
                 raise MctsPrefError(f"backend.expand returned {len(results)} results for {len(expanding)} prefixes")
@@ -472,7 +485,8 @@ def command(
     rollout_early_stop: Annotated[bool, _opt("--rollout-early-stop", "Stop a node's rollouts at its first success (value +1, else -1).")] = _D.rollout_early_stop,
     rollout_max_tokens: Annotated[int, _opt("--rollout-max-tokens", "Token cap of one rollout.")] = _D.rollout_max_tokens,
     resample_duplicates: Annotated[int, _opt("--resample-duplicates", "Extra sampling rounds an expansion spends replacing "
-                                             "duplicate siblings (0: duplicates only merge).")] = _D.resample_duplicates,
+                                             "duplicate siblings, drawn without replacement on the hf backend (0: duplicates "
+                                             "only merge).")] = _D.resample_duplicates,
     batch_trees: Annotated[int, _opt("--batch-trees", "Trees searched together; their expansions share one model call.")] = _D.batch_trees,
     seed: Seed = _D.seed,
     shard: Shard = None,

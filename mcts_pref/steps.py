@@ -41,6 +41,10 @@ class Step:
     token_ids: list[int]
     logprob: float  # sum of the policy's log-probs of token_ids and of a final EOS (temperature 1), nats
     finish: str  # one of STEP, STEP_CAP, ANSWER, EOS, LENGTH
+    # The tokens the decoder consumed (an ending EOS included), each with its probability under the
+    # sampling law (temperature, top-p): what sampling without replacement needs (mcts_pref.distinct).
+    # Empty where a backend does not record it.
+    drawn: tuple[tuple[int, float], ...] = ()
 
     @property
     def n_tokens(self) -> int:

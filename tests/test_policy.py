@@ -143,7 +143,7 @@ def test_top_p_sampling_draws_from_the_nucleus_in_proportion(monkeypatch, top_k_
 
     draws = 4000
     rows = logits.repeat_interleave(draws, dim=0)  # one call, draws rows per distribution
-    chosen, lp = gen_mod.HFBackend._pick(rows, temperature, top_p, torch.Generator().manual_seed(1))
+    chosen, lp, _ = gen_mod.HFBackend._pick(rows, temperature, top_p, torch.Generator().manual_seed(1))
     # the reported log-prob is the untempered policy's
     assert torch.allclose(lp, torch.log_softmax(rows, -1).gather(1, chosen[:, None]).squeeze(1))
     counts = torch.zeros_like(probs)

@@ -41,6 +41,8 @@ class Backend(Protocol):
         """For each prefix, sample ``n[i]`` next steps, all in as few batched calls as possible.
 
         ``tasks[i]`` (default ``math``) tells the step cutter which lines state a final answer.
+        A backend with ``samples_without_replacement = True`` also takes ``exclude=`` (see
+        :meth:`StepDecoder.expand`); search passes it only to such a backend.
         """
         ...
 
@@ -92,22 +94,34 @@ class StepDecoder:
             self._judge_ids = judge_token_ids(self.tok, self.fmt)
         return self._judge_ids
 
+    #: ``expand(..., exclude=)`` draws without replacement (a subclass whose ``_decode`` honours it says so)
+    samples_without_replacement = False
+
     def expand(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
-               max_step_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
-        """``n[i]`` sampled next steps (one line each) for every prefix."""
+               max_step_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None,
+               exclude: Sequence[Sequence[Sequence[tuple[int, float]]]] | None = None) -> list[list[Step]]:
+        """``n[i]`` sampled next steps (one line each) for every prefix.
+
+        ``exclude[i]``: drawn paths (:attr:`Step.drawn`) of prefix i's steps that its rows must not
+        repeat, honoured where :attr:`samples_without_replacement` (see :mod:`mcts_pref.distinct`).
+        """
         self.stats["expand_calls"] += 1
-        return self._checked_decode(prefixes, n, temperature, top_p, max_step_tokens, False, seed, tasks)
+        if exclude is not None and len(exclude) != len(prefixes):
+            raise ValueError("prefixes and exclude must have the same length")
+        return self._checked_decode(prefixes, n, temperature, top_p, max_step_tokens, False, seed, tasks,
+                                    exclude=exclude if self.samples_without_replacement else None)
 
     def complete(self, prefixes: Sequence[str], n: Sequence[int], *, temperature: float, top_p: float,
                  max_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
         """``n[i]`` whole solutions per prefix: stop at an answer line, EOS, or ``max_tokens``."""
         return self._checked_decode(prefixes, n, temperature, top_p, max_tokens, True, seed, tasks)
 
-    def _checked_decode(self, prefixes, n, temperature, top_p, max_new, whole, seed, tasks) -> list[list[Step]]:
+    def _checked_decode(self, prefixes, n, temperature, top_p, max_new, whole, seed, tasks, exclude=None) -> list[list[Step]]:
         if len(prefixes) != len(n) or (tasks is not None and len(tasks) != len(n)):
             raise ValueError("prefixes, n and tasks must have the same length")
         tasks = list(tasks) if tasks is not None else ["math"] * len(prefixes)
-        return self._decode(prefixes, n, temperature, top_p, max_new, whole=whole, seed=seed, tasks=tasks)
+        extra = {} if exclude is None else {"exclude": exclude}
+        return self._decode(prefixes, n, temperature, top_p, max_new, whole=whole, seed=seed, tasks=tasks, **extra)
 
     def _decode(self, prefixes, n, temperature, top_p, max_new, *, whole: bool, seed, tasks) -> list[list[Step]]:
         raise NotImplementedError

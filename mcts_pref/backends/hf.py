@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
 
 from mcts_pref.backends.base import StepDecoder
 from mcts_pref.backends.kvcache import PrefixCache, common_length
+from mcts_pref.distinct import TrieNode, build_trie
 from mcts_pref.options import POLICY
 from mcts_pref.prompts import judge_prompt, judge_question
 from mcts_pref.steps import Step, StepCutter
@@ -51,6 +52,8 @@ class Header:
 
 class HFBackend(StepDecoder):
     """A :class:`mcts_pref.backends.base.Backend` over a transformers causal LM."""
+
+    samples_without_replacement = True
 
     def __init__(self, model, tokenizer, *, policy_id: str, prompt_format: str = "auto", shots=None, max_batch_rows: int = 64,
                  kv_cache_mb: int = POLICY.kv_cache_mb):
@@ -323,7 +326,7 @@ class HFBackend(StepDecoder):
         if group:
             yield group
 
-    def _decode(self, prefixes, n, temperature, top_p, max_new, *, whole: bool, seed, tasks):
+    def _decode(self, prefixes, n, temperature, top_p, max_new, *, whole: bool, seed, tasks, exclude=None):
         out: list[list[Step]] = [[] for _ in prefixes]
         for c, group in enumerate(self._chunks(n)):
             gen = None
@@ -331,7 +334,8 @@ class HFBackend(StepDecoder):
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed((seed if seed is not None else 0) * 1_000_003 + c)
             steps = self._decode_rows([prefixes[i] for i in group], [n[i] for i in group],
-                                      [tasks[i] for i in group], temperature, top_p, max_new, whole, gen)
+                                      [tasks[i] for i in group], temperature, top_p, max_new, whole, gen,
+                                      None if exclude is None else [exclude[i] for i in group])
             for i, s in zip(group, steps):
                 out[i] = s
         return out
@@ -344,7 +348,7 @@ class HFBackend(StepDecoder):
         return self.model(**kw, use_cache=True, **{self._cache_kw: cache})
 
     @torch.inference_mode()
-    def _decode_rows(self, prefixes, n, tasks, temperature, top_p, max_new, whole, gen) -> list[list[Step]]:
+    def _decode_rows(self, prefixes, n, tasks, temperature, top_p, max_new, whole, gen, exclude=None) -> list[list[Step]]:
         kv = self.kv
         if kv is None:
             last, cache, mask = self._prefill(prefixes, self.prompt_header)
@@ -364,6 +368,10 @@ class HFBackend(StepDecoder):
 
         cutters = [StepCutter(self.cut_rule, whole=whole, task=task) for task, k in zip(tasks, n) for _ in range(k)]
         active = list(range(len(cutters)))  # batch position -> row id
+        drawn: list[list[tuple[int, float]]] = [[] for _ in cutters]
+        # Without replacement: each row walks the trie of its prefix's excluded steps while it follows one.
+        tries = [build_trie(paths) if paths and temperature > 0 else None for paths in (exclude or [None] * len(n))]
+        at: list[TrieNode | None] = [tries[i] for i in source]
 
         def keep(positions) -> None:
             """Cache the rows at these batch positions: prefix + generated step (KV exists for all but the last token)."""
@@ -378,12 +386,19 @@ class HFBackend(StepDecoder):
                 self._keep(cache, a, ids[i] + tail, spans[i], owners[i])
 
         for t in range(max_new):
-            chosen, chosen_lp = self._pick(logits, temperature, top_p, gen)
-            for a, (tid, lp) in enumerate(zip(chosen.tolist(), chosen_lp.tolist())):
-                row = cutters[active[a]]
+            adjust = None
+            if any(node is not None for node in at):
+                adjust = [at[r].multipliers() if at[r] is not None else None for r in active]
+            chosen, chosen_lp, chosen_q = self._pick(logits, temperature, top_p, gen, adjust)
+            for a, (tid, lp, q) in enumerate(zip(chosen.tolist(), chosen_lp.tolist(), chosen_q.tolist())):
+                r = active[a]
+                row = cutters[r]
                 if not row.done:
                     before = len(row.tokens)
                     row.feed(tid, lp)
+                    drawn[r].append((tid, q))
+                    if at[r] is not None:
+                        at[r] = at[r].kids.get(tid)
                     self.stats["tokens"] += len(row.tokens) - before
             alive = [a for a, r in enumerate(active) if not cutters[r].done]
             if not alive or t == max_new - 1:
@@ -402,7 +417,7 @@ class HFBackend(StepDecoder):
             logits = res.logits[:, -1, :]
         keep(range(len(active)))
 
-        steps = [c.to_step() for c in cutters]
+        steps = [replace(c.to_step(), drawn=tuple(d)) for c, d in zip(cutters, drawn)]
         grouped, i = [], 0
         for k in n:
             grouped.append(steps[i:i + k])
@@ -410,28 +425,36 @@ class HFBackend(StepDecoder):
         return grouped
 
     @staticmethod
-    def _pick(logits, temperature, top_p, gen):
-        """Next token per row and its log-prob under the untempered policy (for the prior)."""
+    def _pick(logits, temperature, top_p, gen, adjust=None):
+        """Next token per row: (token, its log-prob under the untempered policy (for the prior),
+        its probability under the sampling law).
+
+        ``adjust[row]``, where given, maps tokens to factors their sampling probability is
+        multiplied by (sampling without replacement, :mod:`mcts_pref.distinct`); a row whose
+        mass is all removed falls back to the plain law (it repeats a drawn step).
+        """
         logits = logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
         if temperature <= 0:
             chosen = logits.argmax(-1)
+            return chosen, logprobs.gather(1, chosen[:, None]).squeeze(1), torch.ones_like(chosen, dtype=torch.float32)
+        probs = torch.softmax(logits / temperature, dim=-1)
+        if top_p < 1.0:
+            # The nucleus: tokens whose higher-ranked mass is <= top_p. It almost always
+            # lies in the top few hundred of a vocabulary of tens of thousands, and topk
+            # is far cheaper than a full sort; sort only when some row needs more.
+            k = min(TOP_K_FIRST, probs.shape[-1])
+            sp, si = probs.topk(k, dim=-1)
+            if k < probs.shape[-1] and bool((sp.sum(-1) <= top_p).any()):
+                sp, si = probs.sort(dim=-1, descending=True)
+            sp[(sp.cumsum(-1) - sp) > top_p] = 0.0
         else:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            if top_p < 1.0:
-                # The nucleus: tokens whose higher-ranked mass is <= top_p. It almost always
-                # lies in the top few hundred of a vocabulary of tens of thousands, and topk
-                # is far cheaper than a full sort; sort only when some row needs more.
-                k = min(TOP_K_FIRST, probs.shape[-1])
-                sp, si = probs.topk(k, dim=-1)
-                if k < probs.shape[-1] and bool((sp.sum(-1) <= top_p).any()):
-                    sp, si = probs.sort(dim=-1, descending=True)
-                sp[(sp.cumsum(-1) - sp) > top_p] = 0.0
-                pick = torch.multinomial(sp, 1, generator=gen)
-                chosen = si.gather(1, pick).squeeze(1)
-            else:
-                chosen = torch.multinomial(probs, 1, generator=gen).squeeze(1)
-        return chosen, logprobs.gather(1, chosen[:, None]).squeeze(1)
+            sp, si = probs, None
+        law = sp / sp.sum(-1, keepdim=True)
+        weights = _excluded(sp, si, adjust) if adjust is not None and any(adjust) else sp
+        pick = torch.multinomial(weights, 1, generator=gen)
+        chosen = pick.squeeze(1) if si is None else si.gather(1, pick).squeeze(1)
+        return chosen, logprobs.gather(1, chosen[:, None]).squeeze(1), law.gather(1, pick).squeeze(1)
 
     # -- self-evaluation ---------------------------------------------------------
     @torch.inference_mode()
@@ -457,6 +480,26 @@ class HFBackend(StepDecoder):
             two = torch.softmax(logits.float()[:, self.judge_ids], dim=-1)
             scores.extend(two[:, 1].tolist())
         return scores
+
+
+def _excluded(sp: torch.Tensor, si: torch.Tensor | None, adjust) -> torch.Tensor:
+    """``sp`` (sampling weights; column j is token ``si[:, j]``, or token j when ``si`` is None)
+    with ``adjust[row]``'s factors applied; rows left with no mass keep their plain weights."""
+    out = sp.clone()
+    for r, factors in enumerate(adjust):
+        if not factors:
+            continue
+        toks = torch.tensor(list(factors), device=sp.device)
+        mult = torch.tensor(list(factors.values()), dtype=sp.dtype, device=sp.device)
+        if si is None:
+            out[r, toks] *= mult
+        else:
+            hit = si[r][None, :] == toks[:, None]  # [drawn tokens, columns]
+            found = hit.any(1)
+            out[r, hit.float().argmax(1)[found]] *= mult[found]
+        if float(out[r].sum()) <= 1e-12:
+            out[r] = sp[r]
+    return out
 
 
 def _row_kv(cache, row: int, lo: int, hi: int) -> torch.Tensor:
