@@ -27,6 +27,7 @@ from mcts_pref.console import console, stage
 from mcts_pref.options import Shard
 from mcts_pref.records import MctsPrefError, RecordError, RecordWriter, iter_records, shard as take_shard
 from mcts_pref.tasks.math import last_boxed
+from mcts_pref.tasks.mcq import normalize_choices  # the one choices normaliser (evaluate uses it too)
 
 FILE_SOURCES = ("gsm8k", "math", "mcq")
 VALID_SOURCES = "gsm8k PATH, math PATH, mcq PATH, gym:<task> (e.g. gym:chain_sum)"
@@ -101,32 +102,6 @@ def math_problem(rec: dict, index: int) -> dict:
 
 
 # --- multiple choice ------------------------------------------------------------
-
-
-def normalize_choices(raw) -> list[dict]:
-    """Choices as ``[{"label", "text"}, ...]`` from any of the usual shapes.
-
-    Accepts a list of {"label", "text"} (ARC), a dict of parallel "label" and
-    "text" lists (CommonsenseQA on the hub), or a list of strings (labelled
-    A, B, C, ...).
-    """
-    if isinstance(raw, dict) and isinstance(raw.get("label"), list) and isinstance(raw.get("text"), list):
-        if len(raw["label"]) != len(raw["text"]):
-            raise ValueError("choices 'label' and 'text' lists differ in length")
-        pairs = list(zip(raw["label"], raw["text"]))
-    elif isinstance(raw, list) and all(isinstance(c, dict) and "label" in c and "text" in c for c in raw):
-        pairs = [(c["label"], c["text"]) for c in raw]
-    elif isinstance(raw, list) and all(isinstance(c, str) for c in raw):
-        pairs = [(chr(ord("A") + i), c) for i, c in enumerate(raw)]
-    else:
-        raise ValueError("choices must be a list of {label, text}, {label: [...], text: [...]}, or a list of strings")
-    if len(pairs) < 2:
-        raise ValueError("a multiple-choice question needs at least 2 choices")
-    choices = [{"label": str(label).strip(), "text": str(text).strip()} for label, text in pairs]
-    labels = [c["label"] for c in choices]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"duplicate choice labels {labels}")
-    return choices
 
 
 def mcq_problem(rec: dict, index: int) -> dict:
