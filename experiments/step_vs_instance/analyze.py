@@ -6,7 +6,9 @@ Reads runs/svi-<arm>-s<seed>/ as run.sh leaves them. For each arm and seed:
 held-out accuracy of the last round (n), data tokens (every token the arm
 generated to make training data: search expansions + rollouts, or sampling),
 value tokens (rollouts; self-evaluation prefill is reported apart), wall
-seconds of generation and training, pairs, and committed steps per solution.
+seconds per round (from the times the round's files were written: data,
+training and the held-out evaluation; the machine may have been shared),
+pairs, and committed steps per solution.
 Then b vs c and b vs d, pooled over seeds with the stratified exact sign test
 and a problem-clustered 95% CI (mcts_pref.stats.paired_test).
 """
@@ -38,7 +40,6 @@ def arm_row(run: Path, rounds: int) -> dict:
     last = run / f"round-{rounds}"
     scored = correctness(last / "scored.jsonl")
     data = value = prefill = pairs = 0
-    wall = 0.0
     steps = []
     for k in range(1, rounds + 1):
         r = run / f"round-{k}"
@@ -47,20 +48,19 @@ def arm_row(run: Path, rounds: int) -> dict:
             data += t["stats"]["tokens"]
             value += t["stats"].get("rollout_tokens", 0)
             prefill += t["stats"].get("self_eval_prefill_tokens", 0)
-            wall += t["stats"].get("wall_s", 0.0)
             steps.append(len(t["path"]) - 1)
         for s in jsonl(r / "train_samples.jsonl"):
             data += s["n_tokens"]
         pairs += len(jsonl(r / "pairs.jsonl"))
-        cfg = r / "adapter" / "train_config.json"
-        if cfg.exists():
-            wall += json.loads(cfg.read_text()).get("seconds", 0.0)
+    # Trees are searched many at a time, so their own wall_s overlap; the rounds' file times do not.
+    done = [run / f"round-{k}" / "report.json" for k in range(rounds + 1)]
+    walls = [b.stat().st_mtime - a.stat().st_mtime for a, b in zip(done, done[1:]) if a.exists() and b.exists()]
     base = correctness(run / "round-0" / "scored.jsonl")
     return {
         "accuracy": sum(scored.values()) / len(scored) if scored else None, "n": len(scored),
         "base_accuracy": sum(base.values()) / len(base) if base else None,
         "data_tokens": data, "value_tokens": value, "self_eval_prefill_tokens": prefill,
-        "wall_s": round(wall, 1), "pairs": pairs,
+        "round_wall_s": [round(w) for w in walls], "pairs": pairs,
         "committed_steps_per_tree": sum(steps) / len(steps) if steps else None,
     }
 
