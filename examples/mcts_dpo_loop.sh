@@ -20,25 +20,27 @@ MODEL=${MODEL:-default}               # HF id, local dir, or 'default' (bundled 
 ROUNDS=${ROUNDS:-2}
 TASK=${TASK:-gym:chain_sum}           # a task the model sometimes solves
 TASK_CONFIG=${TASK_CONFIG:---config min_terms=3 --config max_terms=3 --config min_digits=1 --config max_digits=1}
-N_TRAIN=${N_TRAIN:-32}                # new training problems searched per round
-N_TEST=${N_TEST:-100}                 # fixed held-out problems, never searched
+N_TRAIN=${N_TRAIN:-48}                # new training problems searched per round
+N_TEST=${N_TEST:-200}                 # fixed held-out problems, never searched (paired tests need n ~ 200)
 SHOTS=${SHOTS:-2}                     # few-shot exemplars: one step per line
-SHOTS_FROM=${SHOTS_FROM:-}            # a problem file whose gold rationales are the exemplars (default: built-in)
+SHOTS_FROM=${SHOTS_FROM-task}         # exemplars: 'task' (SHOTS gold rationales of TASK, generator seed
+                                      # SHOTS_SEED), a problem file with rationales, or '' (built-in ones)
+SHOTS_SEED=${SHOTS_SEED:-424242}
 # search
-ITERATIONS=${ITERATIONS:-2}           # MCTS iterations per committed step (x4 at the root)
+ITERATIONS=${ITERATIONS:-3}           # MCTS iterations per committed step (x4 at the root)
 CHILDREN=${CHILDREN:-3}
-ROOT_CHILDREN=${ROOT_CHILDREN:-4}
+ROOT_CHILDREN=${ROOT_CHILDREN:-5}
 DEPTH_LIMIT=${DEPTH_LIMIT:-3}
-MAX_DEPTH=${MAX_DEPTH:-6}
+MAX_DEPTH=${MAX_DEPTH:-8}
 MAX_STEP_TOKENS=${MAX_STEP_TOKENS:-24}
 TEMPERATURE=${TEMPERATURE:-0.7}
-VALUE=${VALUE:-self-eval=1,outcome=1} # node value terms (search --value); the default is the paper's rule
+VALUE=${VALUE:-outcome,checker-gate}  # node value terms (search --value); the paper's rule: self-eval=1,outcome=1
 ROLLOUTS=${ROLLOUTS:-4}               # K completions per node, used when VALUE has a rollout term
 RESAMPLE=${RESAMPLE:-1}               # extra sampling rounds that replace duplicate siblings (0: paper code)
 # pairs + DPO
 MIN_MARGIN=${MIN_MARGIN:-0.0}
 TREES=${TREES:---only-correct-trees}   # --all-trees: also pairs from trees whose committed answer is wrong
-PAIRS=${PAIRS:-}                      # more extract-pairs flags, e.g. "--checked --eps add-one"
+PAIRS=${PAIRS---checked}              # more extract-pairs flags ('' for none), e.g. "--checked --eps add-one"
 LR=${LR:-2e-4}
 BETA=${BETA:-0.1}
 EPOCHS=${EPOCHS:-2}
@@ -63,6 +65,14 @@ esac
 
 RUN=runs/$NAME
 mkdir -p "$RUN/round-0"
+if [ "$SHOTS_FROM" = task ] && [ "$SHOTS" -gt 0 ]; then
+  SHOTS_FROM=$RUN/shots.jsonl
+  if [ ! -s "$SHOTS_FROM" ]; then
+    # shellcheck disable=SC2086
+    mcts-pref prepare "$TASK" --size "$SHOTS" --seed "$SHOTS_SEED" $TASK_CONFIG --out "$SHOTS_FROM.tmp"
+    mv "$SHOTS_FROM.tmp" "$SHOTS_FROM"
+  fi
+fi
 shots=(--shots "$SHOTS")
 [ -n "$SHOTS_FROM" ] && shots+=(--shots-from "$SHOTS_FROM")
 say() { printf '\n== %s\n' "$*" >&2; }

@@ -98,30 +98,33 @@ if opt("--report"):
 '''
 
 CHAIN = ["--config", "min_terms=3", "--config", "max_terms=3", "--config", "min_digits=1", "--config", "max_digits=1"]
-SEARCH = ["--shots", "2", "--iterations", "2", "--children", "3", "--root-children", "4", "--depth-limit", "3",
-          "--max-depth", "6", "--max-step-tokens", "24", "--temperature", "0.7", "--value", "self-eval=1,outcome=1",
+SHOTS = ["--shots", "2", "--shots-from", "runs/t/shots.jsonl"]
+SEARCH = [*SHOTS, "--iterations", "3", "--children", "3", "--root-children", "5", "--depth-limit", "3",
+          "--max-depth", "8", "--max-step-tokens", "24", "--temperature", "0.7", "--value", "outcome,checker-gate",
           "--rollouts", "4", "--resample-duplicates", "1"]
 TRAIN = ["--lr", "2e-4", "--beta", "0.1", "--epochs", "2", "--lora-r", "8", "--seed", "0", "--save-every", "10", "--resume"]
 # What the script runs without the curriculum (recorded from it with this stand-in, ROUNDS=2 N_TRAIN=3 N_TEST=4).
+SHOTS_PREP = ["prepare", "gym:chain_sum", "--size", "2", "--seed", "424242", *CHAIN, "--out", "runs/t/shots.jsonl.tmp"]
 TODAY = [
+    SHOTS_PREP,
     ["prepare", "gym:chain_sum", "--size", "6", "--seed", "0", *CHAIN, "--out", "runs/t/train.jsonl.tmp"],
     ["prepare", "gym:chain_sum", "--size", "4", "--seed", "100000", *CHAIN, "--out", "runs/t/test.jsonl.tmp"],
-    ["sample", "runs/t/test.jsonl", "--model", "default", "--shots", "2", "--max-tokens", "96", "--seed", "0",
+    ["sample", "runs/t/test.jsonl", "--model", "default", *SHOTS, "--max-tokens", "96", "--seed", "0",
      "--out", "runs/t/round-0/samples.jsonl"],
     ["evaluate", "runs/t/round-0/samples.jsonl", "--out", "runs/t/round-0/scored.jsonl", "--report", "runs/t/round-0/report.json"],
     ["search", "runs/t/train.jsonl", "--shard", "0/2", "--model", "default", *SEARCH, "--seed", "1",
      "--out", "runs/t/round-1/trees.jsonl"],
-    ["extract-pairs", "runs/t/round-1/trees.jsonl", "--min-margin", "0.0", "--only-correct-trees", "--out", "runs/t/round-1/pairs.jsonl"],
+    ["extract-pairs", "runs/t/round-1/trees.jsonl", "--min-margin", "0.0", "--only-correct-trees", "--checked", "--out", "runs/t/round-1/pairs.jsonl"],
     ["train-dpo", "runs/t/round-1/pairs.jsonl", "--model", "default", "--out", "runs/t/round-1/adapter", *TRAIN],
-    ["sample", "runs/t/test.jsonl", "--model", "default", "--adapter", "runs/t/round-1/adapter", "--shots", "2",
+    ["sample", "runs/t/test.jsonl", "--model", "default", "--adapter", "runs/t/round-1/adapter", *SHOTS,
      "--max-tokens", "96", "--seed", "0", "--out", "runs/t/round-1/samples.jsonl"],
     ["evaluate", "runs/t/round-1/samples.jsonl", "--out", "runs/t/round-1/scored.jsonl", "--report", "runs/t/round-1/report.json"],
     ["search", "runs/t/train.jsonl", "--shard", "1/2", "--model", "default", "--adapter", "runs/t/round-1/adapter", *SEARCH,
      "--seed", "2", "--out", "runs/t/round-2/trees.jsonl"],
-    ["extract-pairs", "runs/t/round-2/trees.jsonl", "--min-margin", "0.0", "--only-correct-trees", "--out", "runs/t/round-2/pairs.jsonl"],
+    ["extract-pairs", "runs/t/round-2/trees.jsonl", "--min-margin", "0.0", "--only-correct-trees", "--checked", "--out", "runs/t/round-2/pairs.jsonl"],
     ["train-dpo", "runs/t/round-2/pairs.jsonl", "--model", "default", "--adapter", "runs/t/round-1/adapter",
      "--out", "runs/t/round-2/adapter", *TRAIN],
-    ["sample", "runs/t/test.jsonl", "--model", "default", "--adapter", "runs/t/round-2/adapter", "--shots", "2",
+    ["sample", "runs/t/test.jsonl", "--model", "default", "--adapter", "runs/t/round-2/adapter", *SHOTS,
      "--max-tokens", "96", "--seed", "0", "--out", "runs/t/round-2/samples.jsonl"],
     ["evaluate", "runs/t/round-2/samples.jsonl", "--out", "runs/t/round-2/scored.jsonl", "--report", "runs/t/round-2/report.json"],
     ["report", "runs/t"],
@@ -155,9 +158,11 @@ def test_loop_without_curriculum_runs_the_same_commands_as_before(tmp_path, curr
 def test_loop_curriculum_commands(tmp_path):
     proc, ran = run_with_fake_cli(tmp_path, CURRICULUM="1", POOL_FACTOR="2", POOL_K="3", BAND="0.2,0.8")
     assert proc.returncode == 0, proc.stderr
+    assert ran[0] == SHOTS_PREP
+    ran = ran[1:]
     assert ran[0][:4] == ["prepare", "gym:chain_sum", "--size", "12"]  # POOL_FACTOR x N_TRAIN per round
-    assert ran[1:4] == TODAY[1:4]
-    pool = ["runs/t/train.jsonl", "--shard", "0/2", "--model", "default", "--shots", "2", "-k", "3", "--temperature", "0.7",
+    assert ran[1:4] == TODAY[2:5]
+    pool = ["runs/t/train.jsonl", "--shard", "0/2", "--model", "default", *SHOTS, "-k", "3", "--temperature", "0.7",
             "--max-tokens", "96", "--seed", "1", "--out", "runs/t/round-1/pool_samples.jsonl"]
     assert ran[4:8] == [
         ["sample", *pool],
@@ -167,10 +172,10 @@ def test_loop_curriculum_commands(tmp_path):
         ["search", "runs/t/round-1/problems.jsonl", "--model", "default", *SEARCH, "--seed", "1",
          "--out", "runs/t/round-1/trees.jsonl"],
     ]
-    assert ran[8:11] == TODAY[5:8]
+    assert ran[8:11] == TODAY[6:9]
     # Round 2 samples its own pool shard with round 1's policy.
-    assert ran[12][:10] == ["sample", "runs/t/train.jsonl", "--shard", "1/2", "--model", "default", "--adapter",
-                            "runs/t/round-1/adapter", "--shots", "2"]
+    assert ran[12][:12] == ["sample", "runs/t/train.jsonl", "--shard", "1/2", "--model", "default", "--adapter",
+                            "runs/t/round-1/adapter", *SHOTS]
     assert ran[15][:2] == ["search", "runs/t/round-2/problems.jsonl"] and ran[-1] == ["report", "runs/t"]
     # A rerun neither samples the pool nor picks problems again.
     proc, again = run_with_fake_cli(tmp_path, CURRICULUM="1", POOL_FACTOR="2", POOL_K="3", BAND="0.2,0.8")
