@@ -517,19 +517,11 @@ def share_groups(ids: list[list[int]], min_shared: int = MIN_SHARED) -> list[tup
     nobody and puts all but its last token in level 1. None when grouping
     would save less than a quarter of the tokens.
     """
-    def lcp(a: list[int], b: list[int]) -> int:
-        k = 0
-        for x, y in zip(a, b):
-            if x != y:
-                break
-            k += 1
-        return k
-
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     groups: list[tuple[int, list[int]]] = []
     members, shared = [order[0]], len(ids[order[0]])
     for i in order[1:]:
-        common = lcp(ids[members[0]], ids[i])  # sorted: the group's common prefix with i
+        common = common_length(ids[members[0]], ids[i])  # sorted: the group's common prefix with i
         if common >= min_shared:
             members.append(i)
             shared = min(shared, common)
