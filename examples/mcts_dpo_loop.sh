@@ -49,7 +49,10 @@ REPLAY=${REPLAY:-0}                   # 1: also train on every earlier round's p
 # evaluation
 EVAL_TOKENS=${EVAL_TOKENS:-96}
 SEED=${SEED:-0}
-TEST_SEED=${TEST_SEED:-$((SEED + 100000))}  # fix it to keep one held-out set across seeds
+# Generators such as reasoning-gym seed problem i as seed + i, so seeds 0 and 1 would share all but
+# one problem: problems come from generator seed SEED * 1000003 (SEED = 0 is unchanged).
+DATA_SEED=$((SEED * 1000003))
+TEST_SEED=${TEST_SEED:-$((DATA_SEED + 100000))}  # fix it to keep one held-out set across seeds
 # curriculum (off unless CURRICULUM=1): search where the policy sometimes succeeds.
 # The pool's sampling tokens are that round's training-data compute (report's data column).
 CURRICULUM=${CURRICULUM:-}
@@ -82,7 +85,7 @@ say() { printf '\n== %s\n' "$*" >&2; }
 if [ ! -s "$RUN/test.jsonl" ]; then
   say "prepare $TASK"
   # shellcheck disable=SC2086
-  mcts-pref prepare "$TASK" --size $((POOL * ROUNDS)) --seed "$SEED" $TASK_CONFIG --out "$RUN/train.jsonl.tmp"
+  mcts-pref prepare "$TASK" --size $((POOL * ROUNDS)) --seed "$DATA_SEED" $TASK_CONFIG --out "$RUN/train.jsonl.tmp"
   # shellcheck disable=SC2086
   mcts-pref prepare "$TASK" --size "$N_TEST" --seed "$TEST_SEED" $TASK_CONFIG --out "$RUN/test.jsonl.tmp"
   python3 - "$RUN" <<'PY'
