@@ -20,7 +20,9 @@ drawn, a new sample follows the policy, so this is sampling without
 replacement; the prior stays the policy's own log-prob. A backend that
 ``samples_without_replacement`` (the transformers one) draws those rows from
 that conditional law directly (``mcts_pref/distinct.py``), so they spend no
-tokens repeating a sibling; elsewhere repeats are merged and asked for again.
+tokens repeating a sibling, and its expansions are staged: the first round
+draws only half the children, later rounds the rest without replacement.
+Elsewhere repeats are merged and asked for again.
 
 Per search root (DESIGN "The algorithm"): run ``iterations`` (x4 at the
 problem root) of: descend by PUCT to a leaf; while it is expandable (not
@@ -84,7 +86,8 @@ class Config:
     rollout_max_tokens (int, 128): token cap of one rollout.
     resample_duplicates (int, 1): extra sampling rounds an expansion spends replacing duplicate
         siblings (0: duplicates just merge, the paper code's behaviour); a backend that samples without
-        replacement draws them from the law conditioned on differing from every step drawn so far.
+        replacement draws them from the law conditioned on differing from every step drawn so far, and
+        its first round draws only ceil(k/2) children (the rest come without replacement).
     batch_trees (int, 16): trees in flight; their expansions share one backend call per round.
     seed (int, 0): round r of the driver samples with seed ``seed * 1_000_003 + r``.
     """
@@ -169,15 +172,22 @@ def _norm(text: str) -> str:
     return " ".join(text.split())
 
 
-def _expand(nodes: list[Node], leaf: int, problem: dict, prompt: str, cfg: Config, outcome_fn, stats: dict):
-    """Expand ``leaf`` and score its new children (sub-generator of :func:`grow_tree`); returns the new ids."""
+def _expand(nodes: list[Node], leaf: int, problem: dict, prompt: str, cfg: Config, outcome_fn, stats: dict,
+            staged: bool = False):
+    """Expand ``leaf`` and score its new children (sub-generator of :func:`grow_tree`); returns the new ids.
+
+    ``staged`` (the backend samples without replacement, and resampling is on): the first round
+    draws only half the children i.i.d. and later rounds draw the rest without replacement, so
+    fewer tokens go to repeats than when all k are drawn i.i.d. and only the repeats redrawn.
+    """
     want = cfg.root_children if leaf == 0 else cfg.children
+    staged = staged and cfg.resample_duplicates > 0 and want > 1
     task = resolve_task(problem.get("task"))
     prefix = prompt + solution_text(nodes, leaf)
     seen = {_norm(nodes[c].text): c for c in nodes[leaf].children}
     new: list[int] = []
     drawn: list = []  # every drawn path so far: the next round draws none of them again
-    ask = want
+    ask = (want + 1) // 2 if staged else want
     for attempt in range(cfg.resample_duplicates + 1):
         steps: list[Step] = yield Expand(prefix, ask, task, list(drawn))
         stats["expand_calls"] += 1
@@ -201,7 +211,7 @@ def _expand(nodes: list[Node], leaf: int, problem: dict, prompt: str, cfg: Confi
             new.append(child.id)
         stats["duplicates"] += dups
         ask = want - len(new)
-        if not dups or ask <= 0 or (cfg.max_tokens_per_tree is not None and stats["tokens"] >= cfg.max_tokens_per_tree):
+        if (not dups and not staged) or ask <= 0 or (cfg.max_tokens_per_tree is not None and stats["tokens"] >= cfg.max_tokens_per_tree):
             break
         if drawn and mass_left(drawn) < EXHAUSTED:
             break  # the policy has no other step to give at this temperature and top-p
@@ -278,9 +288,11 @@ def new_stats() -> dict:
 
 def grow_tree(
     problem: dict, prompt: str, policy: str, cfg: Config, outcome_fn: Callable[[str, dict], bool],
-    stats: Optional[dict] = None,
+    stats: Optional[dict] = None, staged: bool = False,
 ) -> Generator[Expand | SelfEval | Rollout, Any, dict]:
-    """Search one problem to a committed terminal node; yields model requests, returns the tree record."""
+    """Search one problem to a committed terminal node; yields model requests, returns the tree record.
+
+    ``staged``: the backend samples without replacement (see :func:`_expand`)."""
     start = time.perf_counter()
     nodes = [Node(id=0, parent=None, depth=0)]
     stats = new_stats() if stats is None else stats
@@ -293,7 +305,7 @@ def grow_tree(
         for _ in range(cfg.iterations * (4 if search_root == 0 else 1)):
             path = select_path(nodes, search_root, cfg.c_puct)
             while expandable(nodes, path[-1], search_root, cfg.depth_limit) and not over_budget():
-                yield from _expand(nodes, path[-1], problem, prompt, cfg, outcome_fn, stats)
+                yield from _expand(nodes, path[-1], problem, prompt, cfg, outcome_fn, stats, staged)
                 path.append(select_child(nodes, path[-1], cfg.c_puct))
             # Only the current search root's subtree learns: nodes above it keep the statistics
             # their commit (and their siblings' comparison) was made with.
@@ -372,11 +384,12 @@ def search_trees(
     todo = iter(problems)
     active: list[_InFlight] = []
     round_ix = 0
+    staged = getattr(backend, "samples_without_replacement", False)
     while True:
         while len(active) < cfg.batch_trees and (problem := next(todo, None)) is not None:
             stats = new_stats()
-            tree = _InFlight(grow_tree(problem, backend.format_prompt(problem), backend.policy_id, cfg, outcome_fn, stats),
-                             stats)
+            tree = _InFlight(grow_tree(problem, backend.format_prompt(problem), backend.policy_id, cfg, outcome_fn, stats,
+                                       staged), stats)
             tree.send(None)
             active.append(tree)
         if not active:
@@ -485,8 +498,8 @@ def command(
     rollout_early_stop: Annotated[bool, _opt("--rollout-early-stop", "Stop a node's rollouts at its first success (value +1, else -1).")] = _D.rollout_early_stop,
     rollout_max_tokens: Annotated[int, _opt("--rollout-max-tokens", "Token cap of one rollout.")] = _D.rollout_max_tokens,
     resample_duplicates: Annotated[int, _opt("--resample-duplicates", "Extra sampling rounds an expansion spends replacing "
-                                             "duplicate siblings, drawn without replacement on the hf backend (0: duplicates "
-                                             "only merge).")] = _D.resample_duplicates,
+                                             "duplicate siblings (0: duplicates only merge). On the hf backend they are drawn "
+                                             "without replacement, and the first round draws only half the children.")] = _D.resample_duplicates,
     batch_trees: Annotated[int, _opt("--batch-trees", "Trees searched together; their expansions share one model call.")] = _D.batch_trees,
     seed: Seed = _D.seed,
     shard: Shard = None,

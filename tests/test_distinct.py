@@ -86,8 +86,8 @@ def test_expand_never_repeats_an_excluded_step(tiny):
 
 
 def test_search_resamples_duplicates_without_replacement(tiny):
-    """A cold search: an expansion's first draw is all one step; each resample round asks the
-    backend to exclude every path drawn so far and never gets one of them back."""
+    """A cold search: an expansion's first round draws half its children (staged), all one step;
+    each later round asks the backend to exclude every path drawn so far and never gets one back."""
     calls = []
     inner = tiny.expand
 
@@ -105,7 +105,7 @@ def test_search_resamples_duplicates_without_replacement(tiny):
     finally:
         del tiny.expand
     first_exclude, first_out = calls[0]
-    assert first_exclude is None and len({path(s) for s in first_out[0]}) == 1
+    assert first_exclude is None and len(first_out[0]) == 2 and len({path(s) for s in first_out[0]}) == 1
     resampled = [(ex, out) for ex, out in calls if ex]
     assert resampled
     for ex, out in resampled:

@@ -19,7 +19,7 @@ def test_loop_script_one_round(tmp_path, default_model_dir):
     run_root = tmp_path / "repo"
     env = dict(os.environ, NAME="t", ROUNDS="1", N_TRAIN="3", N_TEST="4", ITERATIONS="1", CHILDREN="2",
                ROOT_CHILDREN="3", DEPTH_LIMIT="2", MAX_DEPTH="4", MAX_STEP_TOKENS="16", EVAL_TOKENS="32",
-               EPOCHS="1", TREES="--all-trees", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+               EPOCHS="1", TREES="--all-trees", PAIRS="", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     # Run a copy of the script from a scratch dir so runs/ lands there, not in the repo.
     (run_root / "examples").mkdir(parents=True)
     script = run_root / "examples" / "mcts_dpo_loop.sh"
@@ -35,7 +35,7 @@ def test_loop_script_one_round(tmp_path, default_model_dir):
     trees = read_records(run / "round-1" / "trees.jsonl", "tree")
     assert len(trees) == 3 and all(t["nodes"][t["path"][-1]]["terminal"] for t in trees)
     pairs = read_records(run / "round-1" / "pairs.jsonl", "pair")
-    assert pairs, "an --all-trees search of 3 problems should give at least one pair"
+    assert pairs, "an --all-trees search of 3 problems should give at least one pair (PAIRS='': no --checked)"
     assert (run / "round-1" / "adapter" / "adapter_model.safetensors").exists()
     assert "round-1" in proc.stdout and "MCTS-DPO run" in proc.stdout  # the closing report table
     # Rerunning a finished run redoes nothing and prints the table again.

@@ -412,8 +412,10 @@ class CategoricalBackend:
         return Step(text=t, token_ids=[1], logprob=math.log(self.weights[self.texts.index(t)]), finish=STEP)
 
 
-def test_resampling_duplicates_samples_siblings_without_replacement():
-    """Two distinct children of {A .6, B .3, C .1} must follow sampling without replacement.
+@pytest.mark.parametrize("staged", [False, True])
+def test_resampling_duplicates_samples_siblings_without_replacement(staged):
+    """Two distinct children of {A .6, B .3, C .1} must follow sampling without replacement,
+    whether the first round draws both (i.i.d.) or one (staged: the rest come in later rounds).
 
     P({A,B}) = .6 * .3/.4 + .3 * .6/.7 = .7071;  P({A,C}) = .6 * .1/.4 + .1 * .6/.9 = .2167;
     P({B,C}) = .3 * .1/.7 + .1 * .3/.9 = .0762.
@@ -430,8 +432,9 @@ def test_resampling_duplicates_samples_siblings_without_replacement():
     for _ in range(trials):
         nodes = [Node(id=0, parent=None, depth=0)]
         stats = search.new_stats()
-        gen = _expand(nodes, 0, P1, "Q\n", cfg, lambda c, p: False, stats)
+        gen = _expand(nodes, 0, P1, "Q\n", cfg, lambda c, p: False, stats, staged)
         req = next(gen)
+        assert req.n == (1 if staged else 2)
         try:
             while True:
                 req = gen.send([backend.draw() for _ in range(req.n)])
@@ -446,6 +449,21 @@ def test_resampling_duplicates_samples_siblings_without_replacement():
         sd = math.sqrt(p * (1 - p) / trials)
         assert abs(sets[s] / trials - p) < 4 * sd, (s, sets[s] / trials, p)
     assert draws > 2 * trials  # duplicates were drawn, counted on the child they repeat
+
+
+def test_staging_needs_resampling():
+    """Without resample rounds there is nothing to stage: the one round draws all k children."""
+    from mcts_pref.search import _expand
+    from mcts_pref.tree import Node
+
+    backend = CategoricalBackend({"A\n": 0.6, "B\n": 0.4}, seed=3)
+    nodes = [Node(id=0, parent=None, depth=0)]
+    gen = _expand(nodes, 0, P1, "Q\n", Config(root_children=4, value="outcome", resample_duplicates=0),
+                  lambda c, p: False, search.new_stats(), True)
+    req = next(gen)
+    assert req.n == 4
+    with pytest.raises(StopIteration):
+        gen.send([backend.draw() for _ in range(req.n)])
 
 
 def test_cli_value_options(cli):

@@ -9,8 +9,9 @@ value tokens (rollouts; self-evaluation prefill is reported apart), wall
 seconds per round (from the times the round's files were written: data,
 training and the held-out evaluation; the machine may have been shared),
 pairs, and committed steps per solution.
-Then b vs c and b vs d, pooled over seeds with the stratified exact sign test
-and a problem-clustered 95% CI (mcts_pref.stats.paired_test).
+Then b vs c, b vs d, d vs c and b vs a, pooled over seeds with the stratified
+exact sign test and a problem-clustered 95% CI (mcts_pref.stats.paired_test),
+and each seed alone (per_seed).
 """
 
 from __future__ import annotations
@@ -73,13 +74,16 @@ def main(runs: Path, out: Path, rounds: int = 2) -> None:
             arms.setdefault(m.group(1), {})[int(m.group(2))] = d
     result = {"per_arm_seed": {a: {s: arm_row(d, rounds) for s, d in sorted(seeds.items())}
                                for a, seeds in sorted(arms.items())}, "head_to_head": {}}
-    for other in ("c", "d"):
-        seeds = sorted(set(arms.get("b", {})) & set(arms.get(other, {})))
+    result["per_seed"] = {}
+    for one, other in (("b", "c"), ("b", "d"), ("d", "c"), ("b", "a")):
+        seeds = sorted(set(arms.get(one, {})) & set(arms.get(other, {})))
         if not seeds:
             continue
         strata = [(correctness(arms[other][s] / f"round-{rounds}" / "scored.jsonl"),
-                   correctness(arms["b"][s] / f"round-{rounds}" / "scored.jsonl")) for s in seeds]
-        result["head_to_head"][f"b_vs_{other}"] = {"seeds": seeds, **paired_test(strata)}
+                   correctness(arms[one][s] / f"round-{rounds}" / "scored.jsonl")) for s in seeds]
+        key = f"{one}_vs_{other}"
+        result["head_to_head"][key] = {"seeds": seeds, **paired_test(strata)}
+        result["per_seed"][key] = {s: paired_test([st]) for s, st in zip(seeds, strata)}
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["head_to_head"], indent=1))
 
