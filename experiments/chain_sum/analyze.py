@@ -12,21 +12,14 @@ from __future__ import annotations
 
 import json
 import sys
-from math import comb
 from pathlib import Path
 
 from mcts_pref.evaluate import wilson_interval
+from mcts_pref.stats import sign_test_p
 
 
 def scored(path: Path) -> dict[str, bool]:
     return {r["problem_id"]: bool(r["correct"]) for r in map(json.loads, path.read_text().split("\n")[:-1])}
-
-
-def sign_test(fixed: int, broken: int) -> float:
-    n, k = fixed + broken, min(fixed, broken)
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def tokens(path: Path, key: str) -> int:
@@ -51,7 +44,7 @@ def main(run: Path) -> None:
         pairs = sum(1 for line in (d / "pairs.jsonl").read_text().split("\n") if line.strip()) if (d / "pairs.jsonl").exists() else 0
         metrics = d / "adapter" / "metrics.jsonl"
         secs = sum(json.loads(line)["seconds"] for line in metrics.read_text().split("\n") if line.strip()) if metrics.exists() else 0
-        p = "-" if d.name == "round-0" else f"{sign_test(fixed, broken):.3g}"
+        p = "-" if d.name == "round-0" else f"{float(sign_test_p(fixed, broken)):.3g}"
         print(f"| {d.name} | {c}/{n} = {100 * c / n:.1f}% | {100 * lo:.1f}-{100 * hi:.1f} | {fixed} | {broken} | {p} "
               f"| {data:,} | {pairs} | {secs:.0f} |")
 
