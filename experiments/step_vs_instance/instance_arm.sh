@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # One instance-level DPO run compute-matched to an MCTS-DPO run of the loop script.
-#   instance_arm.sh MCTS_RUN OUT_RUN SEED [--checked]
+#   instance_arm.sh MCTS_RUN OUT_RUN SEED [--checked [TWIN_RUN]]
 # Round k samples the MCTS run's round-k training problems with this arm's round k-1 policy,
 # k per problem chosen so that sampling generates as many tokens as the MCTS search did.
+# TWIN_RUN: another instance arm of the same seed; round 1 samples the same problems with the
+# same base policy, k and seed, so its finished round-1 samples are copied, not drawn again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ -d .venv ] && export PATH="$PWD/.venv/bin:$PATH"
-SRC=$1 RUN=$2 SEED=$3 CHECKED=${4:-}
+SRC=$1 RUN=$2 SEED=$3 CHECKED=${4:-} TWIN=${5:-}
 mkdir -p "$RUN/round-0"
 cp -n "$SRC/test.jsonl" "$SRC/train.jsonl" "$RUN/" 2>/dev/null || true
 # Round 0 is the same base policy on the same test set: reuse it.
@@ -31,6 +33,11 @@ n = max(2, round(tokens / (len(problems) * sum(lengths) / len(lengths))))
 open(f"{out}/k", "w").write(str(n))
 print(f"round {k}: {len(problems)} problems, search used {tokens} tokens -> k = {n}", file=sys.stderr)
 PY
+  fi
+  T=$TWIN/round-1
+  if [ "$k" = 1 ] && [ -n "$TWIN" ] && [ -s "$T/train_report.json" ] && cmp -s "$T/k" "$R/k" \
+     && cmp -s "$T/problems.jsonl" "$R/problems.jsonl" && [ ! -s "$R/train_samples.jsonl" ]; then
+    cp "$T/train_samples.jsonl" "$R/train_samples.jsonl"
   fi
   mcts-pref sample "$R/problems.jsonl" --model default "${adapter[@]}" "${shots[@]}" -k "$(cat "$R/k")" \
     --temperature 0.7 --top-p 0.95 --max-tokens 96 --seed "$((SEED + k))" --out "$R/train_samples.jsonl"

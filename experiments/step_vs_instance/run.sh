@@ -42,8 +42,11 @@ for seed in $SEEDS; do
       c|d)
         B=runs/svi-b-s$seed
         [ -s "$B/round-$ROUNDS/report.json" ] || { echo "arm $arm needs arm b of seed $seed first" >&2; exit 2; }
-        bash experiments/step_vs_instance/instance_arm.sh "$B" "runs/svi-$arm-s$seed" "$seed" \
-          "$([ "$arm" = d ] && echo --checked || true)"
+        if [ "$arm" = d ]; then
+          bash experiments/step_vs_instance/instance_arm.sh "$B" "runs/svi-d-s$seed" "$seed" --checked "runs/svi-c-s$seed"
+        else
+          bash experiments/step_vs_instance/instance_arm.sh "$B" "runs/svi-c-s$seed" "$seed"
+        fi
         ;;
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
