@@ -154,7 +154,7 @@ def test_top_p_sampling_draws_from_the_nucleus_in_proportion(monkeypatch, top_k_
 
 
 def test_share_groups_by_common_prefix():
-    from mcts_pref.backends.hf import share_groups
+    from mcts_pref.backends.prefill import share_groups
 
     a = list(range(20))
     ids = [a + [50], [99] * 12, a + [51, 52], a[:10] + [60, 61]]
