@@ -96,7 +96,10 @@ def collect(run: Path) -> list[dict]:
             "data_sample_tokens": sum(int(s.get("n_tokens", 0)) for s in _jsonl(d / "train_samples.jsonl")),
             # Sampling the pool a curriculum round picked its search problems from.
             "curriculum_tokens": sum(int(s.get("n_tokens", 0)) for s in _jsonl(d / "pool_samples.jsonl")),
-            "search_s": sum(float(t.get("stats", {}).get("wall_s", 0.0)) for t in trees),
+            # Each tree's share of the driver rounds it was in flight for; per-tree wall_s overlap.
+            # Trees from before wall_share_s existed give None.
+            "search_s": (round(sum(float(t["stats"]["wall_share_s"]) for t in trees), 3)
+                         if trees and all("wall_share_s" in t.get("stats", {}) for t in trees) else None),
             "sample_tokens": sum(int(s.get("n_tokens", 0)) for s in _jsonl(d / "samples.jsonl")),
             "train_s": sum(float(m.get("seconds", 0.0)) for m in metrics),  # seconds per optimizer step
             "train_steps": int(metrics[-1].get("step", 0)) if metrics else 0,

@@ -283,7 +283,7 @@ def new_stats() -> dict:
     """A tree's counters: tokens generated (all, expansions, rollouts), calls, and what expansions found."""
     return dict.fromkeys(("tokens", "expand_tokens", "rollout_tokens", "self_eval_prefill_tokens", "expand_calls",
                           "self_eval_calls", "self_evals", "rollout_calls", "rollouts", "expansions", "children",
-                          "duplicates"), 0)
+                          "duplicates", "wall_share_s"), 0)
 
 
 def grow_tree(
@@ -386,6 +386,7 @@ def search_trees(
     round_ix = 0
     staged = getattr(backend, "samples_without_replacement", False)
     while True:
+        t0 = time.perf_counter()
         while len(active) < cfg.batch_trees and (problem := next(todo, None)) is not None:
             stats = new_stats()
             tree = _InFlight(grow_tree(problem, backend.format_prompt(problem), backend.policy_id, cfg, outcome_fn, stats,
@@ -438,11 +439,17 @@ def search_trees(
                 mine, results = results[:k], results[k:]
                 tree.send(mine)
         round_ix += 1
+        # Trees in flight share the round's wall time: summed over trees this is the search's own time
+        # (each tree's wall_s runs from its start to its end and overlaps the others').
+        share = (time.perf_counter() - t0) / len(active)
+        for tree in active:
+            tree.stats["wall_share_s"] += share
         release = getattr(backend, "release", None)  # a backend with a prefix cache frees a finished tree's blocks
         for tree in active:
             if tree.request is None:
                 if release is not None:
                     release(tree.record["prompt"])
+                tree.stats["wall_share_s"] = round(tree.stats["wall_share_s"], 4)
                 yield tree.record
         active = [t for t in active if t.request is not None]
 

@@ -233,7 +233,8 @@ def test_report_table_json_and_compute(tmp_path):
         d.mkdir(parents=True)
         (d / "report.json").write_text(json.dumps({"accuracy": acc, "ci95": [acc - 0.1, acc + 0.1], "n_samples": 40}))
         write_jsonl(d / "samples.jsonl", [{"n_tokens": 10}, {"n_tokens": 5}])
-    write_jsonl(run / "round-1" / "trees.jsonl", [{"correct": True, "stats": {"tokens": 100, "wall_s": 2.0}}])
+    write_jsonl(run / "round-1" / "trees.jsonl", [{"correct": True, "stats": {"tokens": 60, "wall_s": 2.0, "wall_share_s": 0.5}},
+                                                  {"correct": False, "stats": {"tokens": 40, "wall_s": 2.0, "wall_share_s": 0.75}}])
     write_jsonl(run / "round-1" / "pairs.jsonl", [{"prompt": "a"}] * 3)
     # A curriculum round: the pool's sampling tokens are training-data compute.
     write_jsonl(run / "round-1" / "pool_samples.jsonl", [{"n_tokens": 700}, {"n_tokens": 300}])
@@ -246,6 +247,7 @@ def test_report_table_json_and_compute(tmp_path):
     assert rows[1]["pairs"] == 3 and rows[1]["search_tokens"] == 100 and rows[0]["sample_tokens"] == 15
     assert rows[1]["curriculum_tokens"] == 1000 and rows[0]["curriculum_tokens"] == 0
     assert rows[1]["train_s"] == 5.5 and rows[1]["train_steps"] == 2
+    assert rows[1]["search_s"] == 1.25 and rows[0]["search_s"] is None  # shares add up; overlapping wall_s do not
     assert rows[1]["vs_round0"] is None  # no scored.jsonl: no paired test
     r = runner.invoke(app, ["report", str(run)])
     assert r.exit_code == 0 and "50.0%" in r.stdout

@@ -137,6 +137,25 @@ def test_trees_batch_into_one_call_per_round():
     assert recs[0]["stats"]["forward_calls"] == 2 * recs[0]["stats"]["expand_calls"]
 
 
+def test_trees_share_the_rounds_wall_time():
+    """Per-tree wall_s overlap (trees are in flight together); wall_share_s splits each driver round
+    among the trees in it, so it sums to the search's own time."""
+
+    class Slow(ScriptedBackend):
+        def expand(self, *a, **kw):
+            time.sleep(0.02)
+            return super().expand(*a, **kw)
+
+    problems = [dict(P1, id=f"p{i}", question=f"What is 3 + 4 + 2? (copy {i})") for i in range(5)]
+    start = time.perf_counter()
+    recs = _run(Slow(SCRIPT), problems, batch_trees=3, **SMALL)
+    elapsed = time.perf_counter() - start
+    shares = [r["stats"]["wall_share_s"] for r in recs]
+    assert all(s > 0 for s in shares)
+    assert 0.9 * elapsed <= sum(shares) <= elapsed + 1e-3
+    assert sum(r["stats"]["wall_s"] for r in recs) > 1.5 * sum(shares)  # the overlap wall_s would count
+
+
 def test_record_shape_and_determinism():
     [rec] = _run(ScriptedBackend(SCRIPT), [P1], seed=7, **SMALL)
     validate(rec, "tree")
@@ -149,7 +168,8 @@ def test_record_shape_and_determinism():
     backend = ScriptedBackend(SCRIPT)
     [again] = _run(backend, [P1], seed=7, **SMALL)
     assert backend.expand_calls[0][2] == 7 * 1_000_003
-    rec["stats"].pop("wall_s"), again["stats"].pop("wall_s")
+    for r in (rec, again):
+        r["stats"].pop("wall_s"), r["stats"].pop("wall_share_s")
     assert rec == again
 
 
@@ -251,7 +271,7 @@ def test_real_backend_trees_are_reproducible(tiny_model_dir):
         recs = sorted(search_trees(backend, problems, Config(**cfg)), key=lambda r: r["problem_id"])
         for r in recs:
             validate(r, "tree")
-            r["stats"].pop("wall_s")
+            r["stats"].pop("wall_s"), r["stats"].pop("wall_share_s")
         return recs
 
     first = run()
