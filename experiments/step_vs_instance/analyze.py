@@ -11,7 +11,7 @@ training and the held-out evaluation; the machine may have been shared),
 pairs, and committed steps per solution.
 Then b vs c, b vs d, d vs c and b vs a, pooled over seeds with the stratified
 exact sign test and a problem-clustered 95% CI (mcts_pref.stats.paired_test),
-and each seed alone (per_seed).
+and each seed alone (per_seed). Prints both as the README's markdown tables.
 """
 
 from __future__ import annotations
@@ -85,7 +85,31 @@ def main(runs: Path, out: Path, rounds: int = 2) -> None:
         result["head_to_head"][key] = {"seeds": seeds, **paired_test(strata)}
         result["per_seed"][key] = {s: paired_test([st]) for s, st in zip(seeds, strata)}
     out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result["head_to_head"], indent=1))
+    print(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    """The README's tables: last-round accuracy per arm and seed, then the head-to-heads."""
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"
+    lines = ["| arm | seed | round 0 | last round | n | data tokens | pairs | committed steps / tree |",
+             "|---|---|---|---|---|---|---|---|"]
+    for arm, seeds in result["per_arm_seed"].items():
+        for seed, r in seeds.items():
+            steps = "-" if r["committed_steps_per_tree"] is None else f"{r['committed_steps_per_tree']:.2f}"
+            lines.append(f"| {arm} | {seed} | {pct(r['base_accuracy'])} | {pct(r['accuracy'])} | {r['n']} "
+                         f"| {r['data_tokens']:,} | {r['pairs']} | {steps} |")
+    lines += ["", "| comparison | seeds | n | accuracy | difference (95% CI) | only B / only A right | p |",
+              "|---|---|---|---|---|---|---|"]
+    for key, h in result["head_to_head"].items():
+        b, a = key.split("_vs_")
+        rows = [(", ".join(map(str, h["seeds"])) + " pooled", h)] if len(h["seeds"]) > 1 else []
+        rows = [(str(s), x) for s, x in result["per_seed"][key].items()] + rows
+        for label, x in rows:
+            lo, hi = x["ci95"]
+            lines.append(f"| {b} vs {a} | {label} | {x['n']} | {pct(x['acc_b'])} vs {pct(x['acc_a'])} "
+                         f"| {100 * x['diff']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f}) | {x['fixed']} / {x['broken']} "
+                         f"| {x['p']:.2g} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
