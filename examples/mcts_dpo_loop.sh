@@ -20,7 +20,7 @@ MODEL=${MODEL:-default}               # HF id, local dir, or 'default' (bundled 
 ROUNDS=${ROUNDS:-2}
 TASK=${TASK:-gym:chain_sum}           # a task the model sometimes solves
 TASK_CONFIG=${TASK_CONFIG:---config min_terms=3 --config max_terms=3 --config min_digits=1 --config max_digits=1}
-N_TRAIN=${N_TRAIN:-48}                # new training problems searched per round
+N_TRAIN=${N_TRAIN:-64}                # new training problems searched per round
 N_TEST=${N_TEST:-200}                 # fixed held-out problems, never searched (paired tests need n ~ 200)
 SHOTS=${SHOTS:-2}                     # few-shot exemplars: one step per line
 SHOTS_FROM=${SHOTS_FROM-task}         # exemplars: 'task' (SHOTS gold rationales of TASK, generator seed
