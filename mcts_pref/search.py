@@ -384,20 +384,20 @@ def search_trees(
     todo = iter(problems)
     active: list[_InFlight] = []
     round_ix = 0
-    staged = getattr(backend, "samples_without_replacement", False)
+    without_replacement = getattr(backend, "samples_without_replacement", False)
     while True:
         t0 = time.perf_counter()
         while len(active) < cfg.batch_trees and (problem := next(todo, None)) is not None:
             stats = new_stats()
             tree = _InFlight(grow_tree(problem, backend.format_prompt(problem), backend.policy_id, cfg, outcome_fn, stats,
-                                       staged), stats)
+                                       without_replacement), stats)
             tree.send(None)
             active.append(tree)
         if not active:
             return
         expanding = [t for t in active if isinstance(t.request, Expand)]
         if expanding:
-            excluding = getattr(backend, "samples_without_replacement", False) and any(t.request.exclude for t in expanding)
+            excluding = without_replacement and any(t.request.exclude for t in expanding)
             results = backend.expand(
                 [t.request.prefix for t in expanding], [t.request.n for t in expanding],
                 temperature=cfg.temperature, top_p=cfg.top_p, max_step_tokens=cfg.max_step_tokens,

@@ -24,7 +24,7 @@ import torch
 
 from mcts_pref.backends.base import StepDecoder
 from mcts_pref.backends.kvcache import PrefixCache
-from mcts_pref.backends.prefill import Header, Prefill, _row_kv
+from mcts_pref.backends.prefill import Header, Prefill, row_kv
 from mcts_pref.distinct import TrieNode, build_trie
 from mcts_pref.options import POLICY
 from mcts_pref.prompts import judge_prompt, judge_question
@@ -66,7 +66,7 @@ class HFBackend(Prefill, StepDecoder):
             self.kv = PrefixCache(kv_cache_mb * 2**20)
             for header in (self.prompt_header, self.judge_header):
                 if header is not None:
-                    self.kv.insert(header.ids, 0, lambda lo, hi, c=header.cache: _row_kv(c, 0, lo, hi), owner=PINNED)
+                    self.kv.insert(header.ids, 0, lambda lo, hi, c=header.cache: row_kv(c, 0, lo, hi), owner=PINNED)
 
     @torch.inference_mode()
     def _make_header(self, template: str, probe: str) -> Header | None:

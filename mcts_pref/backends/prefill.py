@@ -208,10 +208,10 @@ class Prefill:
     def _keep(self, cache, row: int, ids: list[int], span: tuple[int, int], owner: str | None) -> None:
         """Cache the KV of ``ids``; from token ``span[0]`` on it sits in ``cache`` row ``row``, columns ``span[1]`` on."""
         m, col = span
-        self.kv.insert(ids, m, lambda lo, hi: _row_kv(cache, row, col + lo - m, col + hi - m), owner=owner)
+        self.kv.insert(ids, m, lambda lo, hi: row_kv(cache, row, col + lo - m, col + hi - m), owner=owner)
 
 
-def _row_kv(cache, row: int, lo: int, hi: int) -> torch.Tensor:
+def row_kv(cache, row: int, lo: int, hi: int) -> torch.Tensor:
     """Cache columns ``lo:hi`` of batch row ``row``, all layers: [layers, 2 (K, V), heads, hi - lo, head_dim]."""
     return torch.stack([torch.stack([layer.keys[row, :, lo:hi], layer.values[row, :, lo:hi]])
                         for layer in cache.layers])
