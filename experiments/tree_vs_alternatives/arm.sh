@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ -d .venv ] && export PATH="$PWD/.venv/bin:$PATH"
+# This checkout's code, even when the venv's editable install points at another worktree.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 arm=$1 seed=$2
 S=runs/tva/splits/s$seed
 [ -s "$S/test.jsonl" ] || { echo "no $S/test.jsonl: run splits.py first" >&2; exit 2; }
