@@ -28,6 +28,7 @@ if [ "$arm" != b ] && [ -s "$B/round-0/report.json" ]; then
 fi
 need_b() { [ -s "$B/round-$ROUNDS/report.json" ] || { echo "arm $arm needs arm b of seed $seed first" >&2; exit 2; }; }
 case $arm in
+  prepare) mcts-pref sample "$S/test.jsonl" --model default --shard 0/200 --max-tokens 4 > /dev/null ;;  # converts the model once
   b)  NAME=tva-b-s$seed SEED=$seed VALUE=outcome,checker-gate RESAMPLE=1 PAIRS=--checked bash examples/mcts_dpo_loop.sh ;;
   b0) NAME=tva-b0-s$seed SEED=$seed VALUE=outcome RESAMPLE=1 PAIRS= bash examples/mcts_dpo_loop.sh ;;
   c)  need_b; bash experiments/step_vs_instance/instance_arm.sh "$B" "$RUN" "$seed" ;;
