@@ -11,8 +11,8 @@ S=runs/tva/splits/s$seed
 [ -s "$S/test.jsonl" ] || { echo "no $S/test.jsonl: run splits.py first" >&2; exit 2; }
 RUN=runs/tva-$arm-s$seed
 B=runs/tva-b-s$seed
-mkdir -p "$RUN/round-0"
-cp -n "$S/train.jsonl" "$S/test.jsonl" "$RUN/"
+[ "$arm" = tune ] || mkdir -p "$RUN/round-0"
+[ "$arm" = tune ] ||  cp -n "$S/train.jsonl" "$S/test.jsonl" "$RUN/"
 # The pre-registered knobs, shared by every arm (the demo loop's defaults, written out).
 export ROUNDS=2 N_TRAIN=64 LR=2e-4 BETA=0.1 EPOCHS=2 LORA_R=8
 export ITERATIONS=3 CHILDREN=3 ROOT_CHILDREN=5 DEPTH_LIMIT=3 MAX_DEPTH=8 MAX_STEP_TOKENS=24 TEMPERATURE=0.7
@@ -32,7 +32,9 @@ case $arm in
   b)  NAME=tva-b-s$seed SEED=$seed VALUE=outcome,checker-gate RESAMPLE=1 PAIRS=--checked bash examples/mcts_dpo_loop.sh ;;
   b0) NAME=tva-b0-s$seed SEED=$seed VALUE=outcome RESAMPLE=1 PAIRS= bash examples/mcts_dpo_loop.sh ;;
   c)  need_b; bash experiments/step_vs_instance/instance_arm.sh "$B" "$RUN" "$seed" ;;
-  g)  need_b; python3 experiments/tree_vs_alternatives/grpo_arm.py "$B" "$RUN" --seed "$seed" --budget 1 ;;
-  g4) need_b; python3 experiments/tree_vs_alternatives/grpo_arm.py "$B" "$RUN" --seed "$seed" --budget 4 ;;
+  tune) python3 experiments/tree_vs_alternatives/grpo_arm.py tune runs/tva/grpo-lr \
+          --problems runs/tva/splits/tune_train.jsonl --validation runs/tva/splits/validation.jsonl ;;
+  g)  need_b; python3 experiments/tree_vs_alternatives/grpo_arm.py arm "$B" "$RUN" --seed "$seed" --budget 1 ;;
+  g4) need_b; python3 experiments/tree_vs_alternatives/grpo_arm.py arm "$B" "$RUN" --seed "$seed" --budget 4 ;;
   *) echo "unknown arm $arm" >&2; exit 2 ;;
 esac

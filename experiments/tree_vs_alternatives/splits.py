@@ -3,14 +3,16 @@
     python3 experiments/tree_vs_alternatives/splits.py OUT_DIR [--seeds 0 1 2 3 4 5]
 
 Writes OUT_DIR/s<S>/train.jsonl (the loop's own draw: generator seed S * 1000003,
-N_TRAIN x ROUNDS problems), OUT_DIR/s<S>/test.jsonl and OUT_DIR/validation.jsonl.
+N_TRAIN x ROUNDS problems), OUT_DIR/s<S>/test.jsonl, OUT_DIR/validation.jsonl and
+OUT_DIR/tune_train.jsonl (training problems for GRPO's learning-rate search).
 
 Three one-digit chain sums have only 4,000 distinct questions, so draws collide.
 Test sets are made disjoint by question text: seed S's test set keeps, in draw
 order, the first N_TEST questions of generator seed 500000 + S * 1000003 that are
 in no seed's training draw, in no earlier seed's test set and not repeated.
 The validation split (generator seed 9000000, used only to choose GRPO's
-learning rate) avoids every test set. Deterministic: rerunning gives the same files.
+learning rate) avoids every test set; so do the 64 tuning problems (generator
+seed 100 * 1000003). Deterministic: rerunning gives the same files.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ CONFIG = ["--config", "min_terms=3", "--config", "max_terms=3", "--config", "min
 def draw(seed: int, size: int, tmp: Path) -> list[dict]:
     subprocess.run(["mcts-pref", "prepare", TASK, "--size", str(size), "--seed", str(seed), *CONFIG, "--out", str(tmp)],
                    check=True, stderr=subprocess.DEVNULL)
-    rows = [json.loads(line) for line in tmp.read_text().splitlines() if line.strip()]
+    rows = read(tmp)
     tmp.unlink()
     return rows
 
@@ -36,6 +38,10 @@ def draw(seed: int, size: int, tmp: Path) -> list[dict]:
 def write(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def take(rows: list[dict], banned: set[str], n: int, what: str) -> list[dict]:
@@ -68,6 +74,9 @@ def main() -> None:
         write(a.out / f"s{s}" / "test.jsonl", test)
     val = take(draw(9000000, 4 * a.n_validation, tmp), banned, a.n_validation, "validation")
     write(a.out / "validation.jsonl", val)
+    # GRPO's learning-rate search trains on these (seed 100's draw less every test and validation question).
+    test_or_val = {r["question"] for s in a.seeds for r in read(a.out / f"s{s}" / "test.jsonl")} | {r["question"] for r in val}
+    write(a.out / "tune_train.jsonl", take(draw(100 * 1000003, 2 * a.n_train, tmp), test_or_val, a.n_train // 2, "tune"))
     print(f"splits: seeds {a.seeds}, {a.n_train} train, {a.n_test} test each (disjoint), "
           f"{a.n_validation} validation -> {a.out}", file=sys.stderr)
 
