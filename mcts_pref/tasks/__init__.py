@@ -54,10 +54,16 @@ def check_answer(
 def score(
     completion: str, gold, task: str = "math", choices: list | None = None, timeout: float = 1.0
 ) -> tuple[str | None, bool, str | None]:
-    """Extract and check in one go: ``(pred, correct, reason)``."""
-    pred = extract_answer(completion, task, choices)
-    correct, reason = check_answer(pred, gold, task, choices, timeout)
-    return pred, correct, reason
+    """Extract and check in one go: ``(pred, correct, reason)``.
+
+    For math the answer is checked as written ("50%"), ``pred`` is its
+    normalised form ("50").
+    """
+    if resolve_task(task) == "mcq":
+        pred = _mcq.extract(completion, choices)
+        return (pred, *_mcq.check(pred, gold, choices))
+    span = _math.extract_span(completion)
+    return (_math.normalize(span), *_math.check(span, gold, timeout))
 
 
 def is_answer_line(line: str, task: str = "math") -> bool:

@@ -5,12 +5,20 @@ Extraction priority (the paper's prompt ends with "The answer is X"):
 1. the last "The answer is X" / "The final answer is X" (case-insensitive);
 2. the last ``#### X`` (GSM8K's gold format);
 3. the last ``\\boxed{X}`` (balanced, nested braces; MATH's format);
-4. the last number anywhere in the text (a lenient fallback).
+4. the last LaTeX span: ``$X$``, ``$$X$$``, ``\\(X\\)``, ``\\[X\\]`` (where a
+   MATH-style model leaves its answer without a box), unless a number
+   follows it in plain text;
+5. the last number anywhere in the text (a lenient fallback).
+
+In 1 and 2 the answer is a box on that line if there is one, else the first
+LaTeX span of the sentence (with spans joined to it by "and", "or" or a
+comma, as in "$1$, $2$ and $3$"), else the sentence itself.
 
 Equivalence: a numeric fast path with exact ``fractions.Fraction``
-arithmetic ("3.50" == "3.5", "0.5" == "1/2" == "\\frac{1}{2}"), then
-math-verify in a worker process with a hard time limit for everything else
-(``mcts_pref.tasks.verify``).
+arithmetic ("3.50" == "3.5", "0.5" == "1/2" == "\\frac{1}{2}", a percent equal
+to its number and to its number / 100), then math-verify's ``parse`` and
+``verify`` in a worker process with a hard time limit for everything else
+(``mcts_pref.tasks.verify``), gold and prediction parsed the same way.
 
 Every regex here is linear-time on hostile input (no nested quantifiers),
 numbers are size-capped before any int is built, and model text is never
@@ -41,6 +49,8 @@ _BOX = re.compile(r"\\(?:boxed|fbox)")
 _TOKEN = re.compile(r"\S+")
 _LAST_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 _SENTENCE = re.compile(r"(.*?)(?:\.\s|\.$|$)")
+# Words that may stand between "answer is" and the answer ("is therefore 3").
+_CONNECTIVE = re.compile(r"(?:therefore|thus|hence|so|then|clearly|simply|just|now)\b[ \t,:]*", re.IGNORECASE)
 _IS_ANSWER_LINE = re.compile(r"answer\s+is\b[ \t]*:?[ \t]*\S|####[ \t]*\S|\\boxed", re.IGNORECASE)
 
 _NUMBER = re.compile(r"([+-])?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?")
@@ -51,9 +61,17 @@ _COMMA_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _NUMBER_THEN_WORDS = re.compile(r"(-?[\d.,/]+)\s+([A-Za-z]+)[A-Za-z \t'-]*")
 # Words after a number that are part of the value, not a unit ("2 pi").
 _MATH_WORDS = frozenset("pi sqrt i e x y z n k".split())
-_TEXT_WRAP = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
+_TEXT_WRAP = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|emph)\s*\{([^{}]*)\}")
 _ASSIGNMENT = re.compile(r"[A-Za-z]\w{0,8}\s*=\s*(?=\S)")
-_LATEX_SPACING = re.compile(r"\\[!,;: ]|\\(?:left|right|displaystyle)(?![A-Za-z])")
+# "\\" (a matrix row break) is matched first so that its second backslash is
+# never read as the start of "\ " (a space); thin spaces inside a number
+# ("10,\!000", "1\,000") go without a trace.
+_LATEX_SPACING = re.compile(r"\\\\|\\[!,;:]|\\ |\\(?:left|right|displaystyle)(?![A-Za-z])")
+# Delimiters of LaTeX math in running text; "\\" and "\$" are listed so that
+# they are skipped as units, never read as "\[" or "$".
+_MATH_DELIM = re.compile(r"\\\\|\\\$|\\[()\[\]]|\$\$?|\n")
+_SPAN_JOIN = re.compile(r"\s*(?:,?\s*(?:and|or)|,)\s*")
+_CLOSER = {"$": "$", "$$": "$$", "\\(": "\\)", "\\[": "\\]"}
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
 _UNIT_POWER = re.compile(r"\^\{?\d\}?$")
 _SPACES = re.compile(r"\s+")
@@ -107,13 +125,82 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+def latex_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of the content of each complete LaTeX math span, in order.
+
+    Spans are ``$...$``, ``$$...$$``, ``\\(...\\)`` and ``\\[...\\]``; ``\\$`` is
+    a dollar sign, not a delimiter. Inline ``$`` and ``\\(`` spans stay on one
+    line. A ``$`` opens only before a non-space and closes only after a
+    non-space and not before a digit (pandoc's rule), so prices in prose
+    ("$5 and then $2 more") are not math. One regex pass: linear time.
+    """
+    spans, opener, start = [], None, 0
+    for m in _MATH_DELIM.finditer(text):
+        tok, i, j = m.group(0), m.start(), m.end()
+        if opener is None:
+            if tok == "$$" or tok in ("\\(", "\\["):
+                opener, start = tok, j
+            elif tok == "$" and j < len(text) and not text[j].isspace():
+                opener, start = tok, j
+        elif tok == "\n":
+            if opener in ("$", "\\("):
+                opener = None
+        elif opener == "$" and tok.startswith("$"):
+            closes = i > start and not text[i - 1].isspace() and not (i + 1 < len(text) and text[i + 1].isdigit())
+            if closes:
+                spans.append((start, i))
+                opener = None
+                if tok == "$$" and j < len(text) and not text[j].isspace():
+                    opener, start = "$", j  # "$a$$b$": the second "$" opens again
+        elif tok == _CLOSER[opener]:
+            spans.append((start, i))
+            opener = None
+    return [(a, b) for a, b in spans if text[a:b].strip()]
+
+
+def _span_chain(text: str, spans: list[tuple[int, int]], k: int, step: int) -> str:
+    """Span ``k`` with its neighbours joined by "and"/"or"/"," (``step`` -1: the
+    ones before it, +1: after), as one comma-separated answer."""
+    parts, i = [text[slice(*spans[k])].strip()], k
+    while 0 <= i + step < len(spans):
+        left, right = (spans[i + step], spans[i]) if step < 0 else (spans[i], spans[i + step])
+        if right[0] - left[1] > 16:  # a joiner is short; also keeps the regex below cheap
+            break
+        # the gap is the closing delimiter, the joiner and the opening one
+        gap = text[left[1] : right[0]].strip("$\\()[] \t")
+        if not gap or not _SPAN_JOIN.fullmatch(gap):
+            break
+        i += step
+        parts.append(text[slice(*spans[i])].strip())
+    return ", ".join(reversed(parts) if step < 0 else parts)
+
+
 def _answer_span(rest: str) -> str:
-    """The answer part of the text after "answer is": a box, or one sentence."""
+    """The answer part of the text after "answer is": a box, the first LaTeX
+    span of the sentence, or the sentence."""
     if "\\boxed" in rest or "\\fbox" in rest:
         boxed = last_boxed(rest)
         if boxed is not None:
             return boxed
-    return _SENTENCE.match(rest).group(1)
+    sentence = _SENTENCE.match(rest).group(1)
+    spans = latex_spans(rest)
+    # A span counts when it starts in the sentence and no number was stated
+    # before it ("is $5$", "is therefore $x = 5$", not "is 12 since $3 \\cdot 4 = 12$").
+    if spans and spans[0][0] <= len(sentence) + 2 and not any(c.isdigit() for c in rest[: spans[0][0]]):
+        return _span_chain(rest, spans, 0, 1)
+    m = _CONNECTIVE.match(sentence)
+    return sentence[m.end() :] if m and m.end() < len(sentence) else sentence
+
+
+def _is_percent(answer) -> bool:
+    """Does the answer as written end in a percent sign ("50\\%", "12 percent.")?"""
+    s = str(answer).rstrip(" \t\n.$").lower()
+    return s.endswith("%") or s.endswith("percent")
+
+
+def _spacing(m: re.Match) -> str:
+    tok = m.group(0)
+    return tok if tok == "\\\\" else "" if tok in ("\\!", "\\,", "\\;", "\\:") else " "
 
 
 def _strip_units(s: str) -> str:
@@ -128,13 +215,31 @@ def _strip_units(s: str) -> str:
         s = parts[0].rstrip()
 
 
+def _number_after_equals(s: str) -> str:
+    """A worked equation ending in a number gives that number ("15 * 8 = 120 pints" -> "120 pints").
+
+    Only a plain ``=`` counts (not ``<=``, ``>=``, ``!=``), only when nothing
+    before it lists other answers, and only when what follows the last one is
+    a number, perhaps with words after it.
+    """
+    i = s.rfind("=")
+    if i <= 0 or s[i - 1] in "<>!:" or s[i + 1 : i + 2] == "=" or "," in s[:i] or ";" in s[:i]:
+        return s  # a relation, or several answers ("x = 2, x = 3")
+    rest = s[i + 1 :].strip()
+    number = _NUMBER_THEN_WORDS.fullmatch(rest)
+    if _COMMA_NUMBER.fullmatch(rest) or _NUMBER.fullmatch(rest) or (number and number.group(2).lower() not in _MATH_WORDS):
+        return rest
+    return s
+
+
 def normalize(answer: str | None) -> str | None:
     """Canonical text of an answer; ``None`` if nothing is left.
 
     Removes ``$``/``\\$``, ``%``/``\\%``, degrees, LaTeX spacing and ``\\left``/
-    ``\\right``, unwraps ``\\text{...}``, maps ``\\dfrac``/``\\tfrac`` to
-    ``\\frac``, drops unit words, a leading ``x =``, thousands commas, a
-    trailing period and extra whitespace. Idempotent.
+    ``\\right`` (keeping ``\\\\`` row breaks), unwraps ``\\text{...}``/``\\textbf{...}``,
+    maps ``\\dfrac``/``\\tfrac`` to ``\\frac``, drops unit words, a leading
+    ``x =``, thousands commas (also ``10,\\!000`` and ``10{,}000``), a trailing
+    period and extra whitespace. Idempotent.
     """
     if answer is None:
         return None
@@ -146,14 +251,15 @@ def normalize(answer: str | None) -> str | None:
     s = _TEXT_WRAP.sub(r" \1 ", s)
     # "**" is markdown bold around an answer far more often than a power.
     s = s.replace("**", "").replace("\u2212", "-")
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
     s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
     s = _DEGREES.sub("", s)
-    s = _LATEX_SPACING.sub(" ", s)
+    s = _LATEX_SPACING.sub(_spacing, s)
     s = _SPACES.sub(" ", s).strip().rstrip(".").strip()
     m = _ASSIGNMENT.match(s)
     if m and "=" not in s[m.end() :]:
         s = s[m.end() :]
+    s = _number_after_equals(s)
     s = _strip_units(s)
     m = _NUMBER_THEN_WORDS.fullmatch(s)
     if m and m.group(2).lower() not in _MATH_WORDS:
@@ -177,23 +283,42 @@ def _rest_after_last(pattern: re.Pattern, text: str) -> str | None:
     return text[last.end() : end if end >= 0 else len(text)]
 
 
-def extract(text: str) -> str | None:
-    """Normalised final answer of a math completion, or ``None``."""
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+def extract_span(text: str) -> str | None:
+    """The final answer of a math completion as written (not normalised), or ``None``.
+
+    The first candidate in priority order whose normalised form is not empty;
+    ``check`` takes this text, so a "%" on the answer still counts there.
+    GSM8K calculator annotations (``<<8*3=24>>``) are not part of any answer.
+    """
+    text = _CALCULATOR.sub("", text)
     for pattern in (_ANSWER_IS, _HASHES):
         rest = _rest_after_last(pattern, text)
         if rest is not None:
-            pred = normalize(_answer_span(rest))
-            if pred is not None:
-                return pred
-    boxed = last_boxed(text)
-    if boxed is not None:
-        pred = normalize(boxed)
-        if pred is not None:
-            return pred
+            span = _answer_span(rest)
+            if normalize(span) is not None:
+                return span
+    span = last_boxed(text)
+    if span is not None and normalize(span) is not None:
+        return span
     last = None
     for last in _LAST_NUMBER.finditer(text):
         pass
-    return normalize(last.group(0)) if last is not None else None
+    # The last LaTeX span, unless a number stands after it in plain text
+    # ("so $x^2 = 25$ and x is 5"): math-verify also takes whichever is last.
+    spans = latex_spans(text)
+    if spans and (last is None or last.start() < spans[-1][1]):
+        span = _span_chain(text, spans, len(spans) - 1, -1)
+        if normalize(span) is not None:
+            return span
+    return last.group(0) if last is not None else None
+
+
+def extract(text: str) -> str | None:
+    """Normalised final answer of a math completion, or ``None``."""
+    return normalize(extract_span(text))
 
 
 def is_answer_line(line: str) -> bool:
@@ -287,6 +412,11 @@ def check(pred: str | None, gold, timeout: float = 1.0) -> tuple[bool, str | Non
         return True, None
     fp, fg = to_fraction(p), to_fraction(g)
     if fp is not None and fg is not None:
+        # "50%" is both 50 and 1/2, as in math-verify ("50\\%" == "0.5", "50\\%" == "50").
+        if _is_percent(gold) and fp == fg / 100:
+            return True, None
+        if _is_percent(pred) and fp / 100 == fg:
+            return True, None
         return fp == fg, None
     # Skip the worker (string comparison only) for over-cap numbers, answers
     # too big to parse safely, and a number against text with no digit and no

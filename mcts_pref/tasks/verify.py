@@ -9,12 +9,17 @@ cannot stop C-level work. So the check runs in a child process instead:
 - the parent sends one JSON line ``{"gold": ..., "pred": ...}`` and waits on
   the pipe with a wall-time limit;
 - the child answers ``{"equal": bool}`` (or ``{"error": ...}``);
-- on timeout the parent kills the child and starts a new one on the next
-  request, so one bad answer costs at most ``timeout`` seconds.
+- on timeout the parent kills the child and at once spawns the next one,
+  which imports its libraries while the parent goes on; so one bad answer
+  costs at most ``timeout`` seconds, and the next request rarely waits for
+  a start-up.
 
-The child is started lazily: purely numeric scoring never spawns it. Only
-math-verify's LaTeX extraction is used, never its ``ExprExtractionConfig``
-(which runs SymPy ``parse_expr``, i.e. Python ``eval``, on the text).
+The child is started lazily: purely numeric scoring never spawns it. Gold
+and prediction are parsed the same way, with math-verify's ``parse`` and its
+LaTeX extraction config. Its expression config is left out on purpose: it
+hands text to SymPy's ``parse_expr``, i.e. Python ``eval``, and model text is
+never evaluated. Measured on benchmarks/math_agreement.py's 312 cases, the
+expression config would change one verdict.
 
 Run ``python -m mcts_pref.tasks.verify`` to start a worker by hand; it speaks
 the protocol above on stdin/stdout.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -43,19 +49,31 @@ WORKER_MEMORY_BYTES = 2 << 30
 # ---------------------------------------------------------------- worker side
 
 
-def _latex_equal(gold: str, pred: str) -> bool:
-    """math-verify equivalence of two normalised LaTeX answers (child only)."""
-    from math_verify import LatexExtractionConfig, parse, verify
+def _configs() -> list:
+    from math_verify import LatexExtractionConfig
 
-    config = [LatexExtractionConfig()]
+    return [LatexExtractionConfig()]
 
-    def parse_one(text: str):
-        # \boxed{} anchors extraction on exactly the answer we pass in; timeouts
-        # are ours (the parent kills this process), so math-verify's are off.
-        return parse("\\boxed{" + text + "}", extraction_config=config, fallback_mode="no_fallback",
-                     parsing_timeout=None)
 
-    g, p = parse_one(gold), parse_one(pred)
+def parse_answer(text: str, configs: list) -> list:
+    """math-verify's parse of one extracted answer (child only).
+
+    The answer goes in inside ``\\boxed{}``, so that extraction anchors on
+    exactly this text and math-verify's LaTeX clean-up runs on it (``\\left``,
+    ``\\dfrac``, ``\\text{units}``, ``\\frac13``, ``\\%``). Timeouts are ours
+    (the parent kills this process), so math-verify's are off.
+    """
+    from math_verify import parse
+
+    return parse("\\boxed{" + text + "}", extraction_config=configs, fallback_mode="no_fallback",
+                 parsing_timeout=None)
+
+
+def _answers_equal(gold: str, pred: str, configs: list) -> bool:
+    """math-verify equivalence of two normalised answers (child only)."""
+    from math_verify import verify
+
+    g, p = parse_answer(gold, configs), parse_answer(pred, configs)
     if not g or not p:
         return False
     return bool(verify(g, p, timeout_seconds=None))
@@ -80,7 +98,8 @@ def serve() -> None:
 
         logging.getLogger("math_verify").setLevel(logging.ERROR)
         logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
-        _latex_equal("1", "1")  # warm the parser so the first real check is not slow
+        configs = _configs()
+        _answers_equal("1", "1", configs)  # warm the parser so the first real check is not slow
     except Exception as e:  # report, so the parent can fail with a readable message
         proto.write(json.dumps({"ready": False, "error": f"{type(e).__name__}: {e}"}) + "\n")
         proto.flush()
@@ -90,7 +109,7 @@ def serve() -> None:
     for line in sys.stdin:
         try:
             req = json.loads(line)
-            reply = {"equal": _latex_equal(str(req["gold"]), str(req["pred"]))}
+            reply = {"equal": _answers_equal(str(req["gold"]), str(req["pred"]), configs)}
         except Exception as e:  # noqa: BLE001  (MemoryError, RecursionError, parser bugs)
             reply = {"error": f"{type(e).__name__}"}
         proto.write(json.dumps(reply) + "\n")
@@ -112,6 +131,7 @@ class VerifyWorker:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
+        self._ready = False  # the child's "ready" line has been read
         self._buf = b""
         self._lock = threading.Lock()
         self.starts = 0  # how many children were spawned (tests, diagnostics)
@@ -120,7 +140,7 @@ class VerifyWorker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def _start(self) -> None:
+    def _spawn(self) -> None:
         env = dict(os.environ)
         # The child imports this module by name; make the package importable
         # even when the parent runs from a source tree that is not installed.
@@ -131,13 +151,22 @@ class VerifyWorker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=env, bufsize=0, close_fds=True,
         )
-        self._buf = b""
+        self._buf, self._ready = b"", False
         self.starts += 1
+
+    def _start(self) -> None:
+        """Make sure a child is running and has said it is ready."""
+        if not self.running:
+            self._kill()
+            self._spawn()
+        if self._ready:
+            return
         hello = self._read(STARTUP_TIMEOUT_S)
         if not isinstance(hello, dict) or hello.get("ready") is not True:
             detail = hello.get("error") if isinstance(hello, dict) else hello
             self._kill()
             raise MctsPrefError(f"the math-verify worker did not start ({detail}); is math-verify installed?")
+        self._ready = True
 
     def _kill(self) -> None:
         if self._proc is not None:
@@ -151,7 +180,7 @@ class VerifyWorker:
                     stream.close()
                 except OSError:
                     pass
-        self._proc, self._buf = None, b""
+        self._proc, self._buf, self._ready = None, b"", False
 
     def _read(self, timeout: float):
         """One reply line as a dict, or ``_TIMEOUT`` / ``_EOF``."""
@@ -173,13 +202,11 @@ class VerifyWorker:
 
     def equal(self, gold: str, pred: str, timeout: float = 1.0) -> tuple[bool, str | None]:
         """Is ``pred`` symbolically equal to ``gold``? Waits at most ``timeout`` s
-        (plus a one-off start-up of about a second when no child is running)."""
+        (plus a start-up of about a second when no child is ready yet)."""
         request = (json.dumps({"gold": gold, "pred": pred}) + "\n").encode("utf-8")
         with self._lock:
             for attempt in range(2):
-                if not self.running:
-                    self._kill()
-                    self._start()
+                self._start()
                 try:
                     self._proc.stdin.write(request)
                     break
@@ -190,6 +217,7 @@ class VerifyWorker:
             reply = self._read(timeout)
             if reply is _TIMEOUT:
                 self._kill()
+                self._spawn()  # imports while the caller goes on
                 return False, "timeout"
             if reply is _EOF or "equal" not in reply:
                 if reply is _EOF:
