@@ -15,8 +15,9 @@ curriculum) or to make a baseline's pairs (``train_samples.jsonl``).
 Every stage is also compared with round-0 on the same held-out problems, read
 from each stage's ``scored.jsonl`` (the first record of each problem id, in
 file order, when a problem has several samples); problems are paired by id.
-``--compare A,B`` adds head-to-heads, ``--pool`` pools seeds; the statistics
-are in :mod:`mcts_pref.stats`.
+``--compare A,B`` adds head-to-heads, ``--pool`` pools seeds (clustered by
+problem when seeds share test problems, and with the seed as the unit as
+well); the statistics are in :mod:`mcts_pref.stats`.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from mcts_pref import html_report
 from mcts_pref.console import stage
 from mcts_pref.records import MctsPrefError, RecordError
-from mcts_pref.stats import paired_test
+from mcts_pref.stats import dersimonian_laird, paired_test, seed_summary
 
 BASE = "round-0"
 
@@ -177,14 +179,24 @@ def build_comparisons(runs: list[Path], compares: list[tuple[str, str]], pool: b
 
 
 def run_comparison(c: Comparison, pool: bool) -> dict:
-    """Per-stratum paired tests, plus the stratified pooled test when ``pool``."""
+    """Per-stratum paired tests; with ``pool`` the pooled test and, over two or more strata, the seed-level ones.
+
+    ``pooled`` is :func:`mcts_pref.stats.paired_test` over all strata (clustered
+    by problem when they share problems). ``seeds`` takes each stratum's
+    accuracy difference as one observation (:func:`mcts_pref.stats.seed_summary`);
+    ``random_effects`` pools them by DerSimonian-Laird with each stratum's paired
+    variance. Strata without a paired problem are left out of both.
+    """
     pairs = [(correctness(da), correctness(db)) for _, da, db in c.strata]
-    return {
-        "a": c.a, "b": c.b,
-        "strata": [{"stratum": label, "a": str(da), "b": str(db), **paired_test([p])}
-                   for (label, da, db), p in zip(c.strata, pairs)],
-        "pooled": paired_test(pairs) if pool else None,
-    }
+    strata = [{"stratum": label, "a": str(da), "b": str(db), **paired_test([p])}
+              for (label, da, db), p in zip(c.strata, pairs)]
+    out = {"a": c.a, "b": c.b, "strata": strata, "pooled": paired_test(pairs) if pool else None,
+           "seeds": None, "random_effects": None}
+    usable = [s for s in strata if s["n"]]
+    if pool and len(usable) >= 2:
+        out["seeds"] = seed_summary([s["diff"] for s in usable])
+        out["random_effects"] = dersimonian_laird([s["diff"] for s in usable], [s["se"] ** 2 for s in usable])
+    return out
 
 
 # ---------------------------------------------------------------- output
@@ -218,10 +230,43 @@ def render(rows: list[dict], console, title: str = "MCTS-DPO run") -> None:
     console.print(t)
 
 
+def _ci(ci: list[float] | None) -> str:
+    return "-" if ci is None else f"{100 * ci[0]:+.1f} to {100 * ci[1]:+.1f}"
+
+
+def _diff(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f}"
+
+
 def _test_cells(s: dict) -> list[str]:
-    ci = "-" if s["ci95"] is None else f"{100 * s['ci95'][0]:+.1f} to {100 * s['ci95'][1]:+.1f}"
-    diff = "-" if s["diff"] is None else f"{100 * s['diff']:+.1f}"
-    return [str(s["n"]), diff, ci, str(s["fixed"]), str(s["broken"]), _p(s["p"])]
+    return [str(s["n"]), _diff(s["diff"]), _ci(s["ci95"]), str(s["fixed"]), str(s["broken"]), _p(s["p"])]
+
+
+def _pooled_rows(res: dict, name: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """The pooled row and the seed-level rows (label, cells), and the notes under the table on comparison ``name``."""
+    pooled, notes = res["pooled"], []
+    if pooled["test"] == "sign":
+        rows = [(f"  pooled over {pooled['strata']}", _test_cells(pooled))]
+    else:
+        rows = [(f"  pooled over {pooled['strata']}, clustered by problem ({pooled['shared_problems']} problems in "
+                 f">1 seed)", _test_cells(pooled))]
+        how = (f"a Monte Carlo estimate from {pooled['draws']:,} random sign patterns"
+               if pooled["test"] == "sign-flip-mc" else "every sign pattern counted")
+        notes.append(f"{name}, pooled: the runs share test problems, so p is a sign-flip test over problems "
+                     f"({how}); the sign test on fixed vs broken, which takes them as independent, would give "
+                     f"{_p(pooled['p_if_independent'])}.")
+    if res.get("seeds"):
+        sd = res["seeds"]
+        ci = None if sd["ci"] is None else [max(-1.0, sd["ci"][0]), min(1.0, sd["ci"][1])]
+        rows.append((f"  seeds as the unit ({sd['n']})",
+                     [str(sd["n"]), _diff(sd["mean"]), _ci(ci), str(sd["positive"]), str(sd["negative"]), _p(sd["p"])]))
+    if res.get("random_effects"):
+        re_ = res["random_effects"]
+        ci = [max(-1.0, re_["ci"][0]), min(1.0, re_["ci"][1])]
+        rows.append(("  random effects (DL)", [str(re_["k"]), _diff(re_["estimate"]), _ci(ci), "-", "-", _p(re_["p"])]))
+        notes.append(f"{name}, random effects: Cochran's Q {re_['q']:.1f} on {re_['k'] - 1} df, I2 {100 * re_['i2']:.0f}%, "
+                     f"tau {100 * re_['tau2'] ** 0.5:.1f} points.")
+    return rows, notes
 
 
 def render_comparisons(results: list[dict], console) -> None:
@@ -232,10 +277,14 @@ def render_comparisons(results: list[dict], console) -> None:
     t = Table(title="paired tests on the same test problems (first sample of each)", title_justify="left",
               box=box.SIMPLE_HEAD)
     t.caption = ("fixed: wrong under A, right under B; broken: the reverse; diff: accuracy B - A in points with a "
-                 "95% Wald CI on the paired differences; p: exact two-sided sign test on fixed vs broken; "
-                 "pooled: summed over runs (seeds)")
+                 "95% Wald CI on the paired differences (clustered by problem); p: exact two-sided sign test on fixed vs "
+                 "broken. pooled: summed over runs (seeds); when runs share problems, p is a sign-flip test over "
+                 "problems instead. seeds as the unit: mean of the per-seed diffs, Student t 95% CI, and in "
+                 "fixed/broken the seeds with diff > 0 / < 0 and their sign test. random effects: DerSimonian-Laird, "
+                 "normal CI and p. A t or random-effects interval is shown clipped to +-100")
     t.caption_justify = "left"
     t.add_column("B vs A", overflow="fold")
+    notes: list[str] = []
     for col in ("n", "diff", "95% CI", "fixed", "broken", "p"):
         t.add_column(col, justify="right", no_wrap=True)
     for res in results:
@@ -246,12 +295,18 @@ def render_comparisons(results: list[dict], console) -> None:
             s = res["strata"][0]
             t.add_row(label(s) if paths else f"{res['b']} vs {res['a']}", *_test_cells(s))
             continue
-        t.add_row("--compare pairs" if paths else f"{res['b']} vs {res['a']}", style="bold")
+        name = "--compare pairs" if paths else f"{res['b']} vs {res['a']}"
+        t.add_row(name, style="bold")
         for s in res["strata"]:
             t.add_row(f"  {label(s)}", *_test_cells(s))
         if res["pooled"]:
-            t.add_row(f"  pooled over {res['pooled']['strata']}", *_test_cells(res["pooled"]), style="bold")
+            rows, more = _pooled_rows(res, name)
+            for k, (label_, cells) in enumerate(rows):
+                t.add_row(label_, *cells, style="bold" if k == 0 else None)
+            notes += more
     console.print(t)
+    for note in notes:
+        console.print(note, highlight=False, markup=False)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -291,9 +346,17 @@ def command(
                           "(runs/s0/round-2,runs/s0-base/round-2).")] = None,
     pool: Annotated[bool, typer.Option(
         "--pool", help="Treat the RUNs as seeds: also pool every stage-vs-round-0 test and every --compare over them "
-                       "(stratified exact sign test, pooled accuracy difference with 95% CI); path-only --compare "
-                       "pairs are pooled together as the seeds of one head-to-head.")] = False,
+                       "(stratified exact sign test, or a sign-flip test clustered by problem when runs share problems; "
+                       "pooled accuracy difference with 95% CI; the seed as the unit: mean, t interval, sign test over "
+                       "seeds and a DerSimonian-Laird estimate); path-only --compare pairs are pooled together as the "
+                       "seeds of one head-to-head.")] = False,
     plot_path: Annotated[Optional[Path], typer.Option("--plot", help="Also draw accuracy and compute per round to this PNG (one RUN).")] = None,
+    html_path: Annotated[Optional[Path], typer.Option(
+        "--html", help="Also write a self-contained HTML page (one RUN): accuracy, compute and paired tests per round, "
+                       "and an explorer of every round's search trees and their pairs.")] = None,
+    max_trees: Annotated[int, typer.Option(
+        "--trees", help="With --html: trees embedded per round, the first N of each trees.jsonl (0: all; the tables "
+                        "always count every tree).")] = html_report.DEFAULT_TREES,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables: one RUN alone gives its list of rows; "
                                                           "with several RUNs, --compare or --pool an object {runs, comparisons}.")] = False,
 ) -> None:
@@ -305,10 +368,16 @@ def command(
     p = 1 with no discordant pair), and the accuracy difference with a 95%
     Wald CI on the paired differences. --pool sums fixed and broken over the
     seeds (the exact conditional, Mantel-Haenszel-type test for paired binary
-    data) and clusters the CI by problem id, since seeds share problems.
+    data) and clusters the CI by problem id; when seeds share problems, the p
+    comes from a sign-flip test over problems instead, since one problem's
+    outcomes in several seeds are not independent. It also takes the seed as
+    the unit: the mean per-seed difference with a t interval, a sign test over
+    seeds and a DerSimonian-Laird random-effects estimate.
     """
     from rich.console import Console
 
+    if html_path and len(runs) > 1:
+        raise MctsPrefError("--html shows one run; pass one RUN")
     if plot_path and len(runs) > 1:
         raise MctsPrefError("--plot draws one run; pass one RUN")
     pairs = [parse_compare(c) for c in compare or []]
@@ -329,3 +398,5 @@ def command(
             render_comparisons(results, console)
     if plot_path:
         plot(tables[0][1], plot_path)
+    if html_path:
+        typer.echo(html_report.write_page(html_report.run_data(runs[0], tables[0][1], max_trees), html_path), err=True)
