@@ -64,7 +64,7 @@ def command(
     checked: Annotated[bool, typer.Option("--checked", help="Choose only correct completions in which the step "
                                           "checker finds no false claim.")] = False,
     seed: O.Seed = 0,
-    out: O.Out = None,
+    out: O.OutReplaced = None,
 ) -> None:
     """Instance-level pairs (correct vs wrong whole solution) from scored samples: the DPO baseline."""
     recs = read_many(samples, "sample")

@@ -18,6 +18,47 @@ from mcts_pref.records import MctsPrefError
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
+# Loggers that libraries give a handler on stdout. DeepSpeed's LoggerFactory attaches
+# StreamHandler(sys.stdout) to "DeepSpeed" when it is imported, and transformers imports
+# it whenever DeepSpeed is installed, so every model stage printed "[WARNING] ... Setting
+# accelerator to CPU" into its records. accelerate's loggers are listed so that a handler
+# one of its versions adds goes the same way.
+STDOUT_LOGGERS = ("DeepSpeed", "DS-Inference", "accelerate")
+
+
+class _StderrLogger(logging.Logger):
+    """A logger whose stream handlers write to stderr even when they are handed stdout."""
+
+    def addHandler(self, hdlr: logging.Handler) -> None:
+        _to_stderr(hdlr)
+        super().addHandler(hdlr)
+
+
+def _to_stderr(hdlr: logging.Handler) -> None:
+    if isinstance(hdlr, logging.StreamHandler) and hdlr.stream in (sys.stdout, sys.__stdout__):
+        hdlr.setStream(sys.stderr)
+
+
+def route_loggers_to_stderr(names=STDOUT_LOGGERS) -> None:
+    """Make the named loggers write to stderr; run before the libraries are imported.
+
+    A logger not created yet is created now as a :class:`_StderrLogger`, so the
+    handler the library adds at import lands on stderr; one that exists already
+    has its stdout handlers moved.
+    """
+    before = logging.getLoggerClass()
+    logging.setLoggerClass(_StderrLogger)
+    try:
+        for name in names:
+            logger = logging.getLogger(name)
+            for hdlr in logger.handlers:
+                _to_stderr(hdlr)
+    finally:
+        logging.setLoggerClass(before)
+
+
+route_loggers_to_stderr()
+
 # Records go to stdout; everything for humans (progress, tables, warnings) to stderr,
 # so `mcts-pref stage ... > out.jsonl` pipelines stay clean.
 console = Console(stderr=True)

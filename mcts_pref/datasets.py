@@ -7,11 +7,33 @@ Sources:
 - ``mcq PATH``: ARC / CommonsenseQA / flat multiple-choice JSONL.
 - ``gym:<task>``: a reasoning-gym task generated offline (no PATH), e.g.
   ``gym:chain_sum`` (the embedded default), ``gym:basic_arithmetic``.
+- ``problems PATH``: problem records already written by ``prepare`` or
+  ``curriculum`` (for ``--format grpo``, ``--limit`` or ``--shard`` on them).
 
 A problem record is ``{"v": 1, "id", "question", "answer", "rationale"?,
 "choices"?, "task": "math" | "mcq", "source"}``. A ``rationale`` built here
 is one step per line and, for GSM8K and gym sources, ends with the line
 ``The answer is <answer>.``: the step format the search expects.
+
+``--format grpo`` writes the problems for online RL instead, one row per
+problem: ``{"prompt", "solution", "problem_id", "answer", "task"}``, the
+columns TRL's ``GRPOTrainer`` and ``RLOOTrainer`` read with
+``trl.rewards.accuracy_reward`` as reward (checked against TRL 1.16.0's
+``trl/rewards/accuracy_rewards.py`` and ``trl/trainer/grpo_trainer.py``):
+
+- ``prompt`` is conversational (a system and a user message): the reward
+  reads ``completion[0]["content"]``, which exists only when the trainer
+  decodes completions as assistant messages, i.e. for conversational prompts.
+  The system message asks for a final line ``The answer is \\boxed{N}.``:
+  the reward parses the completion with LaTeX extraction only (``\\boxed{}``
+  first, no bare numbers), so "The answer is 15." scores 0.
+- ``solution`` is the gold answer in ``$...$``: the reward parses it with
+  math-verify's default configs, which read a bare ``(1, 2]`` as 2 and
+  ``3\\sqrt{13}`` as 3 but the delimited forms whole. A gold it cannot parse
+  gives reward None (the trainer skips it).
+- ``problem_id``, ``answer`` (the raw gold) and ``task`` ride along: both
+  trainers pass every extra column to reward functions as keyword lists, so
+  a custom reward (e.g. mcts-pref's own checker) can score against them.
 """
 
 from __future__ import annotations
@@ -24,13 +46,21 @@ from typing import Annotated, Optional
 import typer
 
 from mcts_pref.console import console, stage
-from mcts_pref.options import Shard
-from mcts_pref.records import MctsPrefError, RecordError, RecordWriter, iter_records, shard as take_shard
+from mcts_pref.options import OutReplaced, Shard
+from mcts_pref.prompts import question_text
+from mcts_pref.records import (
+    MctsPrefError, RecordError, RecordWriter, iter_records, read_records, shard as take_shard,
+)
 from mcts_pref.tasks.math import last_boxed
 from mcts_pref.tasks.mcq import normalize_choices  # the one choices normaliser (evaluate uses it too)
 
 FILE_SOURCES = ("gsm8k", "math", "mcq")
-VALID_SOURCES = "gsm8k PATH, math PATH, mcq PATH, gym:<task> (e.g. gym:chain_sum)"
+VALID_SOURCES = "gsm8k PATH, math PATH, mcq PATH, gym:<task> (e.g. gym:chain_sum), problems PATH (records prepare wrote)"
+OUT_FORMATS = ("problems", "grpo")
+GRPO_SYSTEM = (
+    "Solve the problem step by step. Write exactly one short step per line. "
+    "Finish with a final line of the form 'The answer is \\boxed{N}.'"
+)
 GYM_DEFAULT_SIZE = 100
 GYM_DEFAULT_SEED = 0
 
@@ -254,6 +284,22 @@ def gym_problems(task: str, size: int, seed: int, config: dict) -> list[dict]:
     return problems
 
 
+# --- online RL export ----------------------------------------------------------
+
+
+def grpo_row(problem: dict) -> dict:
+    """One problem as a TRL GRPO / RLOO row (module docstring: why each column looks as it does)."""
+    gold = str(problem["answer"]).strip()
+    return {
+        "v": 1,
+        "prompt": [{"role": "system", "content": GRPO_SYSTEM}, {"role": "user", "content": question_text(problem)}],
+        "solution": gold if "$" in gold else f"${gold}$",
+        "problem_id": str(problem["id"]),
+        "answer": gold,
+        "task": problem.get("task") or ("mcq" if problem.get("choices") else "math"),
+    }
+
+
 # --- the stage -----------------------------------------------------------------
 
 
@@ -277,34 +323,46 @@ def load_problems(
             GYM_DEFAULT_SEED if seed is None else seed,
             parse_config(config),
         )
-    if source not in FILE_SOURCES:
+    if source not in FILE_SOURCES + ("problems",):
         raise MctsPrefError(f"unknown source {source!r}; valid sources: {VALID_SOURCES}")
     if path is None:
         raise MctsPrefError(f"{source} needs a PATH to a JSONL file")
     if size is not None or seed is not None or config:
         raise MctsPrefError("--size, --seed and --config apply only to gym:<task> sources")
+    if source == "problems":
+        return read_records(path, "problem")
     return read_file_problems(source, path)
 
 
 @stage
 def command(
-    source: Annotated[str, typer.Argument(help="gsm8k | math | mcq | gym:<task> (e.g. gym:chain_sum).", show_default=False)],
+    source: Annotated[str, typer.Argument(
+        help="gsm8k | math | mcq | problems (records prepare wrote) | gym:<task> (e.g. gym:chain_sum).", show_default=False)],
     path: Annotated[Optional[str], typer.Argument(help="JSONL file (or - for stdin); none for gym:<task>.", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Keep only the first N problems.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help=f"gym: generator seed (default {GYM_DEFAULT_SEED}).", show_default=False)] = None,
     size: Annotated[Optional[int], typer.Option("--size", help=f"gym: number of problems (default {GYM_DEFAULT_SIZE}).", show_default=False)] = None,
     shard: Shard = None,
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write records here instead of stdout (replaced if it exists).")] = None,
+    out: OutReplaced = None,
     config: Annotated[
         Optional[list[str]],
         typer.Option("--config", "-c", help="gym: generator option key=value, repeatable (e.g. --config max_terms=3)."),
     ] = None,
+    fmt: Annotated[str, typer.Option(
+        "--format",
+        help="problems (problem records, what search and sample read) | grpo (online RL rows for TRL's GRPOTrainer / "
+             "RLOOTrainer with trl.rewards.accuracy_reward: conversational 'prompt' asking for \\boxed{}, "
+             "'solution' = the gold in $...$, plus problem_id, answer, task).")] = "problems",
 ) -> None:
     """Import a problem set (GSM8K, MATH, ARC/CSQA, or a reasoning-gym task) as problem records.
 
     Output is deterministic: the same input and options give the same records,
-    so --shard i/N slices can be merged back by id.
+    so --shard i/N slices can be merged back by id. --format grpo writes the
+    same problems as rows for TRL's online trainers:
+    datasets.load_dataset("json", data_files=FILE)["train"] is their train_dataset.
     """
+    if fmt not in OUT_FORMATS:
+        raise MctsPrefError(f"--format must be one of {', '.join(OUT_FORMATS)}, got {fmt!r}")
     problems = load_problems(source, path, size=size, seed=seed, config=config)
     if limit is not None:
         if limit < 0:
@@ -312,8 +370,9 @@ def command(
         problems = problems[:limit]
     problems = take_shard(problems, shard)
     with RecordWriter(out) as writer:
-        writer.write_many(problems)
+        writer.write_many(problems if fmt == "problems" else [grpo_row(p) for p in problems])
     where = f" to {out}" if out not in (None, "-") else ""
     shard_note = f" (shard {shard})" if shard else ""
-    console.print(f"prepare: wrote [bold]{writer.count}[/bold] problems from [cyan]{source}[/cyan]{shard_note}{where}")
+    what = "problems" if fmt == "problems" else "GRPO rows"
+    console.print(f"prepare: wrote [bold]{writer.count}[/bold] {what} from [cyan]{source}[/cyan]{shard_note}{where}")
 

@@ -58,7 +58,7 @@ def merge_records(files: list[str]) -> list[dict]:
 def command(
     files: Annotated[list[str], typer.Argument(help="Shard outputs to merge (any record kind).")],
     expect: Annotated[Optional[str], typer.Option("--expect", help="Problem JSONL: report ids no shard covered.")] = None,
-    out: O.Out = None,
+    out: O.OutReplaced = None,
 ) -> None:
     """Merge shard outputs into one JSONL in a deterministic order.
 

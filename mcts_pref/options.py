@@ -51,15 +51,27 @@ LoadIn4bit = Annotated[
 TrustRemoteCode = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow model repos to run their own Python code (off by default).")
 ]
-Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+Device = Annotated[
+    str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (one GPU by index; --backend hf, vllm places the model itself).")
+]
+# train-dpo places the model through accelerate, which picks the GPU itself.
+TrainDevice = Annotated[
+    str,
+    typer.Option("--device", help="auto | cpu | cuda. Pick GPUs with CUDA_VISIBLE_DEVICES or accelerate launch, not cuda:N."),
+]
 PromptFormat = Annotated[
     str,
     typer.Option(
         "--prompt-format",
-        help="auto (chat template if the tokenizer has one) | chat | plain ('QUESTION: q\\n\\nANSWER:') | fewshot.",
+        help="auto (chat template if the tokenizer has one) | chat | plain ('QUESTION: q\\n\\nANSWER:'). "
+             "Both put --shots exemplars before the question.",
     ),
 ]
 Out = Annotated[Optional[str], typer.Option("--out", "-o", help="Write records here instead of stdout; an existing file is resumed.")]
+# For stages that compute their whole output at once (merge, instance-pairs): nothing to resume.
+OutReplaced = Annotated[
+    Optional[str], typer.Option("--out", "-o", help="Write records here instead of stdout (replaced if it exists).")
+]
 Shard = Annotated[Optional[str], typer.Option("--shard", help="Process only problems with index % N == i, written 'i/N'.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 Shots = Annotated[

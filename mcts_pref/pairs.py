@@ -38,13 +38,36 @@ The pair ``prompt`` is the tree's prompt plus the texts of the path nodes
 down to the candidates' parent, so ``prompt + chosen`` is exactly the text
 the policy scored: a pair file trains unchanged in TRL's DPO.
 
-PRM step labels (``--format prm`` or ``--prm-out``): one record per
-root-to-leaf path, ``{"prompt", "completions", "labels"}`` (TRL stepwise
-supervision). A step's label is, for a terminal node with a known
-``correct``, that flag; otherwise True iff the step's subtree contains a
-correct terminal node or its final ``Q`` > 0 (the search rated it above its
-parent). Completions drop the step's trailing newline because TRL's PRM
-trainer joins steps with its own separator.
+PRM step labels: one record per scored root-to-leaf path. A step's label
+is, for a terminal node with a known ``correct``, that flag; otherwise True
+iff the step's subtree contains a correct terminal node or its final ``Q`` > 0
+(the search rated it above its parent). Two layouts:
+
+- ``--format prm`` (or ``--prm-out``): TRL <= 1.13 stepwise supervision,
+  ``{"prompt", "completions", "labels"}`` with one bool per step, for TRL's
+  ``PRMTrainer`` (``trl.experimental.prm`` in 1.13; 1.14 removed it, as the
+  1.13.0 and 1.14.0 wheels show). Completions drop the step's trailing
+  newline because that trainer joins steps with its own separator.
+- ``--format prm-openrlhf``: OpenRLHF's PRM dataset, ``{"input", "label"}``,
+  for ``openrlhf.cli.train_prm`` (OpenRLHF <= 0.9.5: 0.9.6 removed its PRM
+  trainer and dataset). ``input`` is the prompt and the steps, one per line,
+  each followed by a space and the placeholder (``--placeholder``, default
+  ``ки`` as in Math-Shepherd); ``label`` has one ``"+"`` / ``"-"`` per step.
+  Checked against OpenRLHF's own code (repository OpenRLHF/OpenRLHF, and the
+  0.9.5 wheel on PyPI): ``openrlhf/cli/train_prm.py`` reads the columns named
+  by ``--input_key`` (default ``input``) and ``--label_key`` (default
+  ``label``) and takes ``--placeholder_token`` and ``--reward_tokens``;
+  ``openrlhf/datasets/process_reward_dataset.py`` tokenizes ``input`` as it
+  is (no chat template, no special tokens added), finds the placeholder by
+  its token id (``openrlhf/utils/utils.py``, ``convert_token_to_id``, asserts
+  that the text is one token) and puts the i-th label, a string that must be
+  one of ``--reward_tokens``, at the i-th placeholder. Train with
+  ``--input_key input --label_key label --placeholder_token ки
+  --reward_tokens + -``. The placeholder must be one token of the PRM's
+  tokenizer, after a space too (Math-Shepherd and OpenRLHF's example use
+  ``ки`` with Mistral-7B; byte-level BPE vocabularies such as SmolLM2's split
+  it in two, so add it as a token there or pick another tag). A tree whose prompt or steps already contain the
+  placeholder is an error: OpenRLHF would put a label there too.
 """
 
 from __future__ import annotations
@@ -60,12 +83,14 @@ from rich.table import Table
 
 from mcts_pref import check
 from mcts_pref.console import console, stage
+from mcts_pref.options import OutReplaced
 from mcts_pref.pair_rules import EPS_RULES, first_error, label_smoothing, pair_terminal, paper_choices, visits
 from mcts_pref.records import MctsPrefError, RecordError, RecordWriter, iter_records
 
 REJECTED_RULES = ("lowest", "random")
 PAIR_RULES = ("paper", "first-error")
-FORMATS = ("dpo", "prm")
+FORMATS = ("dpo", "prm", "prm-openrlhf")
+PLACEHOLDER = "ки"  # Math-Shepherd's step tag, the one OpenRLHF's train_prm example passes
 NODE_KEYS = ("id", "parent", "text", "Q", "N")
 PROBLEM_KEYS = ("question", "answer", "task", "source", "choices", "meta")  # what the step checker may read
 
@@ -85,13 +110,17 @@ def _is_number(x) -> bool:
     return isinstance(x, Real) and not isinstance(x, bool)
 
 
-def check_tree(tree: dict, path: str, line: int, need_correct: bool = False) -> None:
-    """Structural checks beyond required keys, failing with path:line."""
+def check_tree(tree: dict, path: str, line: int, need_correct: bool = False, need_prompt: bool = True) -> None:
+    """Structural checks beyond required keys, failing with path:line.
+
+    ``need_prompt=False`` (show-tree) accepts a tree without its ``prompt``:
+    drawing does not need it, pairs do.
+    """
 
     def bad(msg: str) -> RecordError:
         return RecordError(path, line, f"tree {tree.get('problem_id')!r}: {msg}")
 
-    if not isinstance(tree.get("prompt"), str):
+    if need_prompt and not isinstance(tree.get("prompt"), str):
         raise bad("missing string key 'prompt' (the formatted prompt the steps continue)")
     nodes = tree["nodes"]
     if not isinstance(nodes, list) or not nodes:
@@ -188,13 +217,23 @@ def children_of(nodes: list[dict]) -> dict:
     return kids
 
 
-def read_trees(paths: list[str], need_correct: bool = False) -> list[dict]:
-    """Read and check every tree file before anything is written."""
+def read_trees(paths: list[str], need_correct: bool = False, placeholder: Optional[str] = None) -> list[dict]:
+    """Read and check every tree file before anything is written.
+
+    With ``placeholder`` (prm-openrlhf), a tree whose prompt or step text holds
+    it is an error: OpenRLHF would put a label on that occurrence too.
+    """
     trees = []
     for path in paths:
         shown = "<stdin>" if path == "-" else path
         for line, tree in iter_records(path, "tree"):
             check_tree(tree, shown, line, need_correct)
+            if placeholder is not None:
+                where = "its prompt" if placeholder in tree["prompt"] else next(
+                    (f"node {n['id']}'s text" for n in tree["nodes"] if placeholder in n["text"]), None)
+                if where is not None:
+                    raise RecordError(shown, line, f"tree {tree['problem_id']!r}: {where} contains the placeholder "
+                                                   f"{placeholder!r}; pick another with --placeholder")
             trees.append(tree)
     return trees
 
@@ -354,6 +393,21 @@ def prm_records(tree: dict) -> list[dict]:
     return out
 
 
+def openrlhf_prm_record(rec: dict, placeholder: str = PLACEHOLDER) -> dict:
+    """One stepwise record (:func:`prm_records`) in OpenRLHF's PRM layout (module docstring).
+
+    Each step goes on its own line followed by a space and ``placeholder``;
+    ``label`` holds ``"+"`` (good step) or ``"-"`` per step, in step order.
+    """
+    return {
+        "v": 1,
+        "input": rec["prompt"] + "\n".join(f"{step} {placeholder}" for step in rec["completions"]),
+        "label": ["+" if ok else "-" for ok in rec["labels"]],
+        "problem_id": rec["problem_id"],
+        "policy": rec["policy"],
+    }
+
+
 # --- the stage ------------------------------------------------------------------
 
 
@@ -393,7 +447,10 @@ class PairsConfig:
         paper pairs (the paper's filter), no for first-error pairs.
     max_pairs (int | None, None): at most this many pairs per tree (largest Q margin first).
     seed (int, 0): seed of --rejected random.
-    fmt (str, "dpo"): dpo (preference pairs) | prm (step-label records).
+    fmt (str, "dpo"): dpo (preference pairs) | prm (TRL <= 1.13 stepwise supervision) |
+        prm-openrlhf (OpenRLHF's PRM dataset: input with a placeholder after each step, one label per step).
+    placeholder (str, "ки"): prm-openrlhf's step tag; one token of the PRM's tokenizer (OpenRLHF's
+        --placeholder_token).
     """
 
     rule: str = "paper"
@@ -406,10 +463,13 @@ class PairsConfig:
     max_pairs: Optional[int] = None
     seed: int = 0
     fmt: str = "dpo"
+    placeholder: str = PLACEHOLDER
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise MctsPrefError(f"--format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
+        if not self.placeholder.strip() or self.placeholder != self.placeholder.strip():
+            raise MctsPrefError(f"--placeholder must be a tag without surrounding whitespace, got {self.placeholder!r}")
         if self.rejected not in REJECTED_RULES:
             raise MctsPrefError(f"--rejected must be one of {', '.join(REJECTED_RULES)}, got {self.rejected!r}")
         if self.rule not in PAIR_RULES:
@@ -434,7 +494,7 @@ _D = {f.name: f.default for f in fields(PairsConfig)}
 @stage
 def command(
     trees: Annotated[list[str], typer.Argument(help="Tree JSONL files written by search (- for stdin).", show_default=False)],
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Write records here instead of stdout (replaced if it exists).")] = None,
+    out: OutReplaced = None,
     rule: Annotated[
         str,
         typer.Option(
@@ -478,8 +538,23 @@ def command(
         Optional[int], typer.Option("--max-pairs-per-tree", help="Keep at most this many pairs per tree (largest Q margin first).")
     ] = _D["max_pairs"],
     seed: Annotated[int, typer.Option("--seed", help="Seed for --rejected random.")] = _D["seed"],
-    fmt: Annotated[str, typer.Option("--format", help="dpo (preference pairs) | prm (step-label records).")] = _D["fmt"],
-    prm_out: Annotated[Optional[str], typer.Option("--prm-out", help="Also write PRM step-label records to this file.")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="dpo (preference pairs, TRL DPOTrainer) | prm (step labels as TRL <= 1.13 stepwise supervision: "
+            "prompt, completions, labels) | prm-openrlhf (OpenRLHF's PRM dataset: 'input' with --placeholder after "
+            "each step, 'label' one +/- per step; train_prm --input_key input --label_key label "
+            "--placeholder_token TAG --reward_tokens + -).",
+        ),
+    ] = _D["fmt"],
+    placeholder: Annotated[
+        str,
+        typer.Option("--placeholder", help="prm-openrlhf: the step tag after each step; must be one token of the "
+                     "PRM's tokenizer (pass it as --placeholder_token)."),
+    ] = _D["placeholder"],
+    prm_out: Annotated[Optional[str], typer.Option(
+        "--prm-out", help="Also write PRM step labels (TRL <= 1.13 stepwise supervision) to this file.")] = None,
 ) -> None:
     """Extract step-level preference pairs (TRL DPO format) from search trees.
 
@@ -487,16 +562,20 @@ def command(
     form a pair, compared with the statistics they had when their parent
     committed; prompt = the problem prompt plus the shared steps so far.
     --pairs first-error instead pairs each tree's first wrong step with a
-    sibling judged good. A summary table goes to stderr.
+    sibling judged good. --format prm / prm-openrlhf write step labels for a
+    process reward model instead, one record per root-to-leaf path. A summary
+    table goes to stderr.
     """
     cfg = PairsConfig(rule=rule, rejected=rejected, min_margin=min_margin, min_visits=min_visits, checked=checked,
-                      eps_rule=eps_rule, only_correct=only_correct, max_pairs=max_pairs, seed=seed, fmt=fmt)
-    if cfg.fmt == "prm" and prm_out:
-        raise MctsPrefError("--prm-out adds PRM records next to DPO pairs; with --format prm they already go to --out")
+                      eps_rule=eps_rule, only_correct=only_correct, max_pairs=max_pairs, seed=seed, fmt=fmt,
+                      placeholder=placeholder)
+    if cfg.fmt != "dpo" and prm_out:
+        raise MctsPrefError(f"--prm-out adds PRM records next to DPO pairs; with --format {cfg.fmt} they already go to --out")
     if prm_out and out and Path(prm_out).resolve() == Path(out).resolve():
         raise MctsPrefError("--prm-out and --out must be different files")
 
-    all_trees = read_trees(trees, need_correct=cfg.only_correct)
+    all_trees = read_trees(trees, need_correct=cfg.only_correct,
+                           placeholder=cfg.placeholder if cfg.fmt == "prm-openrlhf" else None)
     kept = [t for t in all_trees if not cfg.only_correct or is_correct(t)]
     dropped: Counter = Counter()
     pairs = []
@@ -506,10 +585,15 @@ def command(
                 t, cfg.rejected, cfg.min_margin, cfg.max_pairs, cfg.seed, rule=cfg.rule, eps=cfg.eps_rule,
                 min_visits=cfg.min_visits, checked=cfg.checked, dropped=dropped,
             )
-    prm = [r for t in kept for r in prm_records(t)] if (cfg.fmt == "prm" or prm_out) else None
+    prm = [r for t in kept for r in prm_records(t)] if (cfg.fmt != "dpo" or prm_out) else None
 
     with RecordWriter(out) as writer:
-        writer.write_many(pairs if cfg.fmt == "dpo" else prm)
+        if cfg.fmt == "dpo":
+            writer.write_many(pairs)
+        elif cfg.fmt == "prm":
+            writer.write_many(prm)
+        else:
+            writer.write_many(openrlhf_prm_record(r, cfg.placeholder) for r in prm)
     if prm_out:
         with RecordWriter(prm_out) as prm_writer:
             prm_writer.write_many(prm)

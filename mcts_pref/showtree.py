@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
+from mcts_pref import html_report
 from mcts_pref.console import console, stage
-from mcts_pref.records import MctsPrefError, read_records
+from mcts_pref.pairs import check_tree
+from mcts_pref.records import MctsPrefError, iter_records
 
 
 def _one_line(text: str, width: int = 60) -> str:
@@ -44,8 +47,9 @@ def render_tree(rec: dict):
         return f"{mark}{body}  {stats}"
 
     verdict = "correct" if rec.get("correct") else "not correct"
-    root = Tree(f"[b]{rec['problem_id']}[/] ({verdict}) " + label(nodes[0]))
-    stack = [(root, 0)]
+    root_id = next(n["id"] for n in rec["nodes"] if n["parent"] is None)
+    root = Tree(f"[b]{rec['problem_id']}[/] ({verdict}) " + label(nodes[root_id]))
+    stack = [(root, root_id)]
     while stack:
         branch, i = stack.pop()
         for c in kids.get(i, []):
@@ -57,11 +61,24 @@ def render_tree(rec: dict):
 def command(
     trees: Annotated[str, typer.Argument(help="Tree records written by search (JSONL path, or - for stdin).")],
     problem_id: Annotated[Optional[str], typer.Option("--id", help="Problem id of the tree to draw (optional if the file holds one).")] = None,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", help="Instead, write a self-contained HTML page to explore the file's trees (pairs.jsonl beside the "
+                       "trees file marks the pairs; --id picks the tree it opens at).")] = None,
+    max_trees: Annotated[int, typer.Option(
+        "--trees", help="With --html: embed the file's first N trees (0: all; a 64-node tree is about 10 kB).")] = html_report.DEFAULT_TREES,
 ) -> None:
     """Draw one search tree: each step on one line with Q, N, value, self-eval C and outcome O."""
-    recs = read_records(trees, "tree")
+    shown = "<stdin>" if trees == "-" else trees
+    recs = []
+    for line, rec in iter_records(trees, "tree"):
+        check_tree(rec, shown, line, need_prompt=False)  # a malformed tree is a file:line error, not a traceback
+        recs.append(rec)
     if not recs:
         raise MctsPrefError(f"{trees}: no tree records")
+    if html is not None:
+        console.print(html_report.write_page(html_report.file_data(trees, recs, max_trees, problem_id), html),
+                      markup=False, highlight=False)
+        return
     if problem_id is None and len(recs) == 1:
         rec = recs[0]
     else:

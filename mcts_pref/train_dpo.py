@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from mcts_pref.console import stage
-from mcts_pref.options import POLICY, Adapter, Device, Dtype, LoadIn4bit, Model, Seed, TrustRemoteCode
+from mcts_pref.options import POLICY, Adapter, Dtype, LoadIn4bit, Model, Seed, TrainDevice, TrustRemoteCode
 from mcts_pref.records import MctsPrefError
 from mcts_pref.train import train
 
@@ -69,7 +69,8 @@ class DpoConfig:
         gradient_checkpointing (bool = False): trade compute for activation memory.
         seed (int = 0): LoRA init, shuffling (one permutation per epoch) and dropout.
         dtype (str = "auto"), load_in_4bit (bool = False), trust_remote_code (bool = False),
-        device (str = "auto"): model loading, as in every model stage (``cpu`` forces CPU).
+        device (str = "auto"): auto | cpu | cuda (``cpu`` forces CPU). No ``cuda:N``: accelerate
+            places the model, so GPUs are picked with CUDA_VISIBLE_DEVICES or ``accelerate launch``.
     """
 
     pairs: list[str]
@@ -178,7 +179,7 @@ def command(
     dtype: Dtype = POLICY.dtype,
     load_in_4bit: LoadIn4bit = POLICY.load_in_4bit,
     trust_remote_code: TrustRemoteCode = POLICY.trust_remote_code,
-    device: Device = POLICY.device,
+    device: TrainDevice = POLICY.device,
 ) -> None:
     """Train a LoRA adapter on step-level preference pairs with (conservative) DPO.
 
