@@ -250,7 +250,7 @@ def load_backend_fn():
 
 def guarded_outcome(errors: list):
     """The search's answer check (``tasks.score``); a checker failure (math-verify missing) counts as wrong."""
-    from mcts_pref.records import MctsPrefError
+    from mcts_pref.errors import MctsPrefError
     from mcts_pref.tasks import score
 
     def outcome(completion: str, problem: dict) -> bool:

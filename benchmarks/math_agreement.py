@@ -182,7 +182,8 @@ def cases() -> list[dict]:
 
 def read_cases(path: str) -> list[dict]:
     """``{"completion", "answer"}`` records; a bad line is a RecordError naming it."""
-    from mcts_pref.records import RecordError, iter_records
+    from mcts_pref.errors import RecordError
+    from mcts_pref.records import iter_records
 
     recs = []
     for line, rec in iter_records(path):
@@ -211,7 +212,7 @@ def main() -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
 
-    from mcts_pref.records import MctsPrefError
+    from mcts_pref.errors import MctsPrefError
     from mcts_pref.tasks import score
 
     try:

@@ -21,7 +21,8 @@ import typer
 from mcts_pref import options as O
 from mcts_pref.check import check_steps
 from mcts_pref.console import console, stage
-from mcts_pref.records import MctsPrefError, RecordWriter, read_many
+from mcts_pref.errors import MctsPrefError
+from mcts_pref.records import RecordWriter, read_many
 from mcts_pref.steps import split_steps
 from mcts_pref.tasks import resolve_task
 

@@ -18,7 +18,7 @@ import random
 import shutil
 from pathlib import Path
 
-from mcts_pref.records import MctsPrefError
+from mcts_pref.errors import MctsPrefError
 
 CHECKPOINT = "checkpoint"
 DEEPSPEED_TAG = "deepspeed"  # OUT/checkpoint/deepspeed/: DeepSpeed's own per-process shards

@@ -10,7 +10,7 @@ import warnings
 import typer
 from rich.console import Console
 
-from mcts_pref.records import MctsPrefError
+from mcts_pref.errors import MctsPrefError
 
 # Library chatter that says nothing actionable to our users: bitsandbytes
 # on CPUs with AVX512-BF16 tries an optional hub kernel package at import, and

@@ -26,7 +26,8 @@ from typing import Annotated, Optional
 import typer
 
 from mcts_pref.console import console, stage
-from mcts_pref.records import MctsPrefError, RecordError, RecordWriter, iter_records
+from mcts_pref.errors import MctsPrefError, RecordError
+from mcts_pref.records import RecordWriter, iter_records
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,8 @@ import typer
 from mcts_pref.console import console, stage
 from mcts_pref.options import OutReplaced, Shard
 from mcts_pref.prompts import question_text
-from mcts_pref.records import (
-    MctsPrefError, RecordError, RecordWriter, iter_records, read_records, shard as take_shard,
-)
+from mcts_pref.errors import MctsPrefError, RecordError
+from mcts_pref.records import RecordWriter, iter_records, read_records, shard as take_shard
 from mcts_pref.tasks.math import last_boxed
 from mcts_pref.tasks.mcq import normalize_choices  # the one choices normaliser (evaluate uses it too)
 

@@ -18,7 +18,7 @@ import inspect
 from typing import TYPE_CHECKING, NamedTuple
 
 from mcts_pref.prompts import continuation_ids
-from mcts_pref.records import MctsPrefError
+from mcts_pref.errors import MctsPrefError
 
 if TYPE_CHECKING:
     import torch

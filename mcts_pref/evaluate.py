@@ -42,7 +42,8 @@ from rich.table import Table
 
 from mcts_pref import check
 from mcts_pref.console import console, stage
-from mcts_pref.records import MctsPrefError, RecordError, RecordWriter, check_version, iter_records
+from mcts_pref.errors import MctsPrefError, RecordError
+from mcts_pref.records import RecordWriter, check_version, iter_records
 from mcts_pref.steps import split_steps
 from mcts_pref.tasks import resolve_task, score
 from mcts_pref.tasks.math import to_fraction

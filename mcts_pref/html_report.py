@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from mcts_pref import __version__
-from mcts_pref.records import MctsPrefError
+from mcts_pref.errors import MctsPrefError
 
 DEFAULT_TREES = 64  # trees embedded per round; a demo round searches 64
 # Node keys the explorer shows, in display order.

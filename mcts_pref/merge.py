@@ -10,7 +10,8 @@ import typer
 
 from mcts_pref import options as O
 from mcts_pref.console import console, stage
-from mcts_pref.records import MctsPrefError, RecordWriter, iter_records, read_records
+from mcts_pref.errors import MctsPrefError
+from mcts_pref.records import RecordWriter, iter_records, read_records
 
 
 def record_key(rec: dict) -> tuple:

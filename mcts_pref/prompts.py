@@ -18,7 +18,8 @@ every stage turns a text that follows another into the ids the policy emits.
 
 from __future__ import annotations
 
-from mcts_pref.records import MctsPrefError, read_records
+from mcts_pref.errors import MctsPrefError
+from mcts_pref.records import read_records
 
 FORMATS = ("auto", "chat", "plain")
 

@@ -37,6 +37,8 @@ from typing import IO, Iterable, Iterator
 
 import jsonlines
 
+from mcts_pref.errors import MctsPrefError, RecordError  # re-exported: older imports name records
+
 SCHEMA_VERSION = 1
 
 # Required keys per record kind (DESIGN.md). Unknown keys pass through.
@@ -48,17 +50,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 # The key that identifies "done" work when a stage resumes.
 RESUME_KEY: dict[str, str] = {"problem": "id", "sample": "problem_id", "tree": "problem_id"}
-
-
-class MctsPrefError(Exception):
-    """An error the CLI reports as one line on stderr with exit code 2."""
-
-
-class RecordError(MctsPrefError):
-    def __init__(self, path: str | Path, line: int | None, msg: str):
-        self.path, self.line, self.msg = str(path), line, msg
-        where = f"{self.path}:{line}" if line is not None else self.path
-        super().__init__(f"{where}: {msg}")
 
 
 def _display(path: str | Path) -> str:

@@ -32,7 +32,7 @@ import typer
 
 from mcts_pref import html_report
 from mcts_pref.console import stage
-from mcts_pref.records import MctsPrefError, RecordError
+from mcts_pref.errors import MctsPrefError, RecordError
 from mcts_pref.stats import dersimonian_laird, paired_test, seed_summary
 
 BASE = "round-0"

@@ -14,7 +14,8 @@ from mcts_pref.backends import load_backend
 from mcts_pref.console import console, stage
 from mcts_pref.options import POLICY
 from mcts_pref.prompts import load_shots
-from mcts_pref.records import MctsPrefError, RecordWriter, read_records, shard
+from mcts_pref.errors import MctsPrefError
+from mcts_pref.records import RecordWriter, read_records, shard
 from mcts_pref.steps import split_steps
 from mcts_pref.tasks import resolve_task
 

@@ -50,7 +50,8 @@ from mcts_pref.options import (
     Shots, ShotsFrom, TensorParallel, TrustRemoteCode,
 )
 from mcts_pref.prompts import judge_question, load_shots
-from mcts_pref.records import MctsPrefError, RecordWriter, read_records, shard as take_shard
+from mcts_pref.errors import MctsPrefError
+from mcts_pref.records import RecordWriter, read_records, shard as take_shard
 from mcts_pref.tasks import resolve_task, score
 from mcts_pref.steps import STEP_CAP
 from mcts_pref.tree import (

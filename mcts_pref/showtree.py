@@ -10,7 +10,8 @@ import typer
 from mcts_pref import html_report
 from mcts_pref.console import console, stage
 from mcts_pref.pairs import check_tree
-from mcts_pref.records import MctsPrefError, iter_records
+from mcts_pref.errors import MctsPrefError
+from mcts_pref.records import iter_records
 
 
 def _one_line(text: str, width: int = 60) -> str:

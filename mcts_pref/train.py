@@ -34,7 +34,8 @@ from mcts_pref.checkpoint import (
 from mcts_pref.console import console
 from mcts_pref.dpo import collate, dpo_loss, encode_pairs, sequence_logps, shared_prefix_logps
 from mcts_pref.policy import load_model
-from mcts_pref.records import MctsPrefError, dumps, read_records
+from mcts_pref.errors import MctsPrefError
+from mcts_pref.records import dumps, read_records
 
 # ``cfg`` below is a train_dpo.DpoConfig. train_dpo.py (the command) owns the config and imports
 # this module, so the config is named, not imported, here: imports run one way.

@@ -21,7 +21,7 @@ import typer
 
 from mcts_pref.console import stage
 from mcts_pref.options import POLICY, Adapter, Dtype, LoadIn4bit, Model, Seed, TrainDevice, TrustRemoteCode
-from mcts_pref.records import MctsPrefError
+from mcts_pref.errors import MctsPrefError
 from mcts_pref.train import train
 
 LOSS_TYPES = ("sigmoid", "ipo")

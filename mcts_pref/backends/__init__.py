@@ -13,7 +13,7 @@ from typing import Callable
 from mcts_pref.backends.base import Backend, Step
 from mcts_pref.options import POLICY
 from mcts_pref.policy import load_model, policy_id
-from mcts_pref.records import MctsPrefError
+from mcts_pref.errors import MctsPrefError
 
 __all__ = ["BACKENDS", "Backend", "Step", "load_backend", "register_backend"]
 

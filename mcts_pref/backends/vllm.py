@@ -50,7 +50,7 @@ from mcts_pref.console import console
 from mcts_pref.policy import load_tokenizer, policy_id, resolve_model
 from mcts_pref.backends.base import StepDecoder
 from mcts_pref.prompts import judge_prompt
-from mcts_pref.records import MctsPrefError
+from mcts_pref.errors import MctsPrefError
 from mcts_pref.steps import Step, StepCutter
 
 INSTALL_HINT = "the vllm backend needs vLLM: pip install 'mcts-pref[vllm]'"

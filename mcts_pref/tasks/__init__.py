@@ -13,7 +13,7 @@ extractable), ``"timeout"`` (the symbolic checker ran out of time),
 
 from __future__ import annotations
 
-from mcts_pref.records import MctsPrefError
+from mcts_pref.errors import MctsPrefError
 from mcts_pref.tasks import math as _math
 from mcts_pref.tasks import mcq as _mcq
 

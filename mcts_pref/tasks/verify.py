@@ -38,7 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-from mcts_pref.records import MctsPrefError
+from mcts_pref.errors import MctsPrefError
 
 # Importing sympy + math-verify takes ~1 s; the limit only guards a broken install.
 STARTUP_TIMEOUT_S = 60.0
