@@ -36,6 +36,7 @@ from typing import Any, Iterable, Optional
 
 from mcts_pref import __version__
 from mcts_pref.errors import MctsPrefError
+from mcts_pref.trees import chain_of, children_of
 
 DEFAULT_TREES = 64  # trees embedded per round; a demo round searches 64
 # Node keys the explorer shows, in display order.
@@ -108,20 +109,13 @@ def node_table(nodes: list[dict]) -> dict:
 
 def _chain_text(node: dict, kids: dict) -> str:
     """The node's text plus that of each only child below it (how extract-pairs merges a chain)."""
-    text = node.get("text", "")
-    while len(kids.get(node["id"], [])) == 1:
-        node = kids[node["id"]][0]
-        text += node.get("text", "")
-    return text
+    return "".join(n.get("text", "") for n in chain_of(node, kids))
 
 
 def place_pairs(tree: dict, pairs: Iterable[dict]) -> list[dict]:
     """The tree's pairs, each with ``chosen_node`` / ``rejected_node`` ids (None where no node matches)."""
     nodes = {n["id"]: n for n in tree["nodes"]}
-    kids: dict = {}
-    for n in tree["nodes"]:
-        if n["parent"] is not None:
-            kids.setdefault(n["parent"], []).append(n)
+    kids = children_of(tree["nodes"])
     path = tree["path"]
     prefixes = []  # prompt + committed texts down to path[i]
     text = str(tree.get("prompt", ""))

@@ -9,9 +9,8 @@ import typer
 
 from mcts_pref import html_report
 from mcts_pref.console import console, stage
-from mcts_pref.pairs import check_tree
 from mcts_pref.errors import MctsPrefError
-from mcts_pref.records import iter_records
+from mcts_pref.trees import children_of, iter_trees, root_of
 
 
 def _one_line(text: str, width: int = 60) -> str:
@@ -28,11 +27,7 @@ def render_tree(rec: dict):
     from rich.markup import escape
     from rich.tree import Tree
 
-    nodes = {n["id"]: n for n in rec["nodes"]}
-    kids: dict[int, list[int]] = {}
-    for n in rec["nodes"]:
-        if n["parent"] is not None:
-            kids.setdefault(n["parent"], []).append(n["id"])
+    kids = children_of(rec["nodes"])
     committed = set(rec["path"])
 
     def label(n: dict) -> str:
@@ -48,13 +43,13 @@ def render_tree(rec: dict):
         return f"{mark}{body}  {stats}"
 
     verdict = "correct" if rec.get("correct") else "not correct"
-    root_id = next(n["id"] for n in rec["nodes"] if n["parent"] is None)
-    root = Tree(f"[b]{rec['problem_id']}[/] ({verdict}) " + label(nodes[root_id]))
-    stack = [(root, root_id)]
+    top = root_of(rec["nodes"])
+    root = Tree(f"[b]{rec['problem_id']}[/] ({verdict}) " + label(top))
+    stack = [(root, top)]
     while stack:
-        branch, i = stack.pop()
-        for c in kids.get(i, []):
-            stack.append((branch.add(label(nodes[c])), c))
+        branch, node = stack.pop()
+        for c in kids.get(node["id"], []):
+            stack.append((branch.add(label(c)), c))
     return root
 
 
@@ -69,11 +64,8 @@ def command(
         "--trees", help="With --html: embed the file's first N trees (0: all; a 64-node tree is about 10 kB).")] = html_report.DEFAULT_TREES,
 ) -> None:
     """Draw one search tree: each step on one line with Q, N, value, self-eval C and outcome O."""
-    shown = "<stdin>" if trees == "-" else trees
-    recs = []
-    for line, rec in iter_records(trees, "tree"):
-        check_tree(rec, shown, line, need_prompt=False)  # a malformed tree is a file:line error, not a traceback
-        recs.append(rec)
+    # A malformed tree is a file:line error, not a traceback.
+    recs = [rec for _, _, rec in iter_trees(trees, need_prompt=False)]
     if not recs:
         raise MctsPrefError(f"{trees}: no tree records")
     if html is not None:
