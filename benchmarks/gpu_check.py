@@ -11,7 +11,7 @@ synthetic arithmetic text and padded with filler tokens up to the model's
 vocabulary, so that every id a random model samples decodes to text. Each is
 saved as safetensors and driven through the project's own code paths:
 
-1. search: ``mcts_pref.search.search_trees`` on synthetic problems with all
+1. search: ``mcts_pref.mcts.search_trees`` on synthetic problems with all
    trees in flight, against raw batched decode (forward passes with a KV cache
    and sampling, nothing else) of as many tokens at the search's mean decode
    batch rows. Random weights rarely end a line, so small ``--max-step-tokens``
@@ -285,7 +285,7 @@ def raw_decode(net, tok, prompt: str, rows: int, steps: int, temperature: float,
 
 
 def check_search(model_dir: Path, a, device: str, dtype: str) -> dict:
-    from mcts_pref.search import Config, search_trees
+    from mcts_pref.mcts import Config, search_trees
 
     backend = load_backend_fn()(model=str(model_dir), device=device, dtype=dtype, prompt_format="plain",
                                 max_batch_rows=a.batch_rows)

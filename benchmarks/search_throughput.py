@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mcts_pref.records import read_records  # noqa: E402
-from mcts_pref.search import Config, search_trees  # noqa: E402
+from mcts_pref.mcts import Config, search_trees  # noqa: E402
 
 
 def easy_problems(n: int) -> list[dict]:

@@ -51,7 +51,7 @@ from pathlib import Path
 
 from mcts_pref.check import check_steps
 from mcts_pref.evaluate import wilson_interval
-from mcts_pref.search import default_outcome
+from mcts_pref.mcts import default_outcome
 from mcts_pref.steps import split_steps
 from mcts_pref.tasks import resolve_task
 
@@ -61,7 +61,7 @@ TASK = ["gym:chain_sum", "--config", "min_terms=3", "--config", "max_terms=3", "
 SEARCH = ["--iterations", "3", "--children", "3", "--root-children", "5", "--depth-limit", "3",
           "--max-step-tokens", "24", "--temperature", "0.7", "--top-p", "0.95", "--seed", "1"]
 SHOTS_SEED = 424242  # the loop's SHOTS_FROM=task exemplars (examples/mcts_dpo_loop.sh)
-# Monte Carlo pair quality: sampled as the search samples its rollouts (search.Config's defaults).
+# Monte Carlo pair quality: sampled as the search samples its rollouts (mcts.Config's defaults).
 MC_TEMPERATURE, MC_TOP_P, MC_MAX_TOKENS, MC_SEED = 0.7, 0.95, 128, 7
 SETTINGS = {  # in the order they run
     "paper": ["--value", "self-eval=1,outcome=1", "--resample-duplicates", "0"],

@@ -38,6 +38,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from mcts_pref.check import BAD, UNKNOWN, verdict_score
+
 # Record keys of a node (DESIGN "tree"), in output order. token_ids stay out: big.
 RECORD_KEYS = (
     "id", "parent", "depth", "text", "prior", "logprob", "n_tokens", "draws", "self_eval", "outcome", "check",
@@ -46,7 +48,6 @@ RECORD_KEYS = (
 )
 FORCED_TERMINAL = "max_depth"  # finish of a step forced terminal at --max-depth (outcome -1: no answer)
 VALUE_TERMS = ("self_eval", "outcome", "rollout", "checker", "checker_gate")
-CHECK_SCORE = {"ok": 1, "bad": -1, "unknown": 0}
 
 
 @dataclass
@@ -95,6 +96,16 @@ def prior(logprob_sum: float, n_tokens: int, lam: float = 1.25) -> float:
     return math.exp(logprob_sum / max(1, n_tokens) ** lam)
 
 
+def value_term(part: str) -> str:
+    """The term one ``TERM[=WEIGHT]`` part of a ``--value`` spec names, as a Python name (``self-eval`` -> ``self_eval``)."""
+    return part.partition("=")[0].strip().replace("-", "_")
+
+
+def without_term(spec: str, term: str) -> list[str]:
+    """The parts of ``spec`` that do not name ``term`` (``self_eval``), as written; may be none."""
+    return [p for p in spec.split(",") if value_term(p) != term]
+
+
 def parse_value_spec(spec: str) -> dict[str, float]:
     """``"self-eval=1,outcome=1"`` -> ``{"self_eval": 1.0, "outcome": 1.0}``; a bare term has weight 1.
 
@@ -106,7 +117,7 @@ def parse_value_spec(spec: str) -> dict[str, float]:
         if not part:
             continue
         name, _, w = part.partition("=")
-        term = name.strip().replace("-", "_")
+        term = value_term(part)
         if term not in VALUE_TERMS:
             raise ValueError(f"unknown value term {name.strip()!r} (terms: {', '.join(t.replace('_', '-') for t in VALUE_TERMS)})")
         if term in weights:
@@ -133,8 +144,8 @@ def checker_terms(parent: dict, verdict: str | None) -> dict[str, float]:
     ``checker`` = parent's sum + score(verdict); ``checker_gate`` = -1 once any step on the path
     was false. The root's terms are 0 (an empty solution has no claims).
     """
-    score = CHECK_SCORE.get(verdict or "unknown", 0)
-    gate = -1.0 if verdict == "bad" or parent.get("checker_gate", 0.0) < 0 else 0.0
+    score = verdict_score(verdict or UNKNOWN)
+    gate = -1.0 if verdict == BAD or parent.get("checker_gate", 0.0) < 0 else 0.0
     return {"checker": parent.get("checker", 0.0) + score, "checker_gate": gate}
 
 

@@ -1,6 +1,6 @@
 """The tree record: its checks and how to walk it (root, children, depth, committed path).
 
-``search`` writes tree records (``mcts.tree_record``); ``extract-pairs``,
+The search engine (``mcts.py``) writes tree records with :func:`tree_record`; ``extract-pairs``,
 ``show-tree`` and the HTML explorer read them through this module, so a
 malformed tree is one ``path:line`` error everywhere and each walk is
 written once. The record's keys are in DESIGN.md; the keys checked here are
@@ -14,8 +14,25 @@ from typing import Iterator, Optional
 
 from mcts_pref.errors import RecordError
 from mcts_pref.records import iter_records
+from mcts_pref.tasks import resolve_task
 
 NODE_KEYS = ("id", "parent", "text", "Q", "N")
+
+
+def tree_record(problem: dict, prompt: str, policy: str, config: dict, nodes: list[dict], path: list[int],
+                correct: bool, stats: dict) -> dict:
+    """The ``tree`` record (DESIGN): problem fields, config, nodes in id order, committed path, stats."""
+    rec = {
+        "problem_id": str(problem["id"]),
+        "question": problem["question"],
+        "answer": problem["answer"],
+        "task": resolve_task(problem.get("task")),
+    }
+    for key in ("choices", "source"):  # the checker's task rules are looked up by source
+        if problem.get(key) is not None:
+            rec[key] = problem[key]
+    rec.update(prompt=prompt, policy=policy, config=config, nodes=nodes, path=path, correct=correct, stats=stats)
+    return rec
 
 
 def is_correct(tree: dict) -> Optional[bool]:

@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path
 
 from mcts_pref.pairs import tree_pairs
-from mcts_pref.search import Config, search_trees
+from mcts_pref.mcts import Config, search_trees
 from tests.conftest import scripted_step, write_jsonl
 
 # The demo loop's search knobs (examples/mcts_dpo_loop.sh).

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mcts_pref.distinct import build_trie, mass_left
-from mcts_pref.search import Config, search_trees
+from mcts_pref.mcts import Config, search_trees
 
 
 def test_trie_mass_by_hand():

@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from mcts_pref.backends.kvcache import PrefixCache, common_length
-from mcts_pref.search import Config, search_trees
+from mcts_pref.mcts import Config, search_trees
 from tests.conftest import read_jsonl, write_jsonl
 
 TOKEN_BYTES = 4 * 2  # the fake KV below: 1 layer, K and V, 1 head, head_dim 1, fp32

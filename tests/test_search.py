@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mcts_pref import search
+from mcts_pref import mcts
 from mcts_pref.cli import app
 from mcts_pref.records import MctsPrefError, read_records, validate
-from mcts_pref.search import Config, search_trees
+from mcts_pref.mcts import Config, search_trees
 from mcts_pref.steps import ANSWER, STEP, Step
 from tests.conftest import ScriptedBackend, scripted_step as _step
 
@@ -209,7 +209,7 @@ def cli(monkeypatch, tmp_path, backend_registry):
         return ScriptedBackend(script)
 
     backend_registry("scripted", fake_load)
-    monkeypatch.setattr(search, "default_outcome", says_answer)
+    monkeypatch.setattr(mcts, "default_outcome", says_answer)
     return CliRunner(), problems, tmp_path / "trees.jsonl", loads
 
 
@@ -442,7 +442,7 @@ def test_resampling_duplicates_samples_siblings_without_replacement(staged):
     """
     from collections import Counter
 
-    from mcts_pref.search import _expand
+    from mcts_pref.mcts import _expand
     from mcts_pref.tree import Node
 
     backend = CategoricalBackend({"A\n": 0.6, "B\n": 0.3, "C\n": 0.1}, seed=1)
@@ -451,7 +451,7 @@ def test_resampling_duplicates_samples_siblings_without_replacement(staged):
     trials = 6000
     for _ in range(trials):
         nodes = [Node(id=0, parent=None, depth=0)]
-        stats = search.new_stats()
+        stats = mcts.new_stats()
         gen = _expand(nodes, 0, P1, "Q\n", cfg, lambda c, p: False, stats, staged)
         req = next(gen)
         assert req.n == (1 if staged else 2)
@@ -473,13 +473,13 @@ def test_resampling_duplicates_samples_siblings_without_replacement(staged):
 
 def test_staging_needs_resampling():
     """Without resample rounds there is nothing to stage: the one round draws all k children."""
-    from mcts_pref.search import _expand
+    from mcts_pref.mcts import _expand
     from mcts_pref.tree import Node
 
     backend = CategoricalBackend({"A\n": 0.6, "B\n": 0.4}, seed=3)
     nodes = [Node(id=0, parent=None, depth=0)]
     gen = _expand(nodes, 0, P1, "Q\n", Config(root_children=4, value="outcome", resample_duplicates=0),
-                  lambda c, p: False, search.new_stats(), True)
+                  lambda c, p: False, mcts.new_stats(), True)
     req = next(gen)
     assert req.n == 4
     with pytest.raises(StopIteration):

@@ -132,7 +132,7 @@ def test_mc_pair_quality_on_the_tiny_model(tiny_model_dir, tmp_path):
     """Trees from the real transformers backend, their pairs, and 2 rollouts per unfinished side (mechanics only)."""
     from mcts_pref.backends import load_backend
     from mcts_pref.pairs import tree_pairs
-    from mcts_pref.search import Config, search_trees
+    from mcts_pref.mcts import Config, search_trees
 
     backend = load_backend(str(tiny_model_dir), prompt_format="plain", shots=[])
     problems = {p["id"]: p for p in (P, dict(P, id="p2", question="What is 5 + 1 + 2?", answer="8"))}
