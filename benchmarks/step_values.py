@@ -49,9 +49,9 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-from mcts_pref.check import check_steps
-from mcts_pref.evaluate import wilson_interval
+from mcts_pref.check import check_steps, has_false_step
 from mcts_pref.mcts import default_outcome
+from mcts_pref.stats import wilson_interval
 from mcts_pref.steps import split_steps
 from mcts_pref.tasks import resolve_task
 
@@ -99,7 +99,7 @@ def is_clean(problem: dict, prefix: list[str], chosen: str, rejected: str) -> bo
 
 
 def chosen_is_false(problem: dict, prefix: list[str], chosen: str) -> bool:
-    return "bad" in check_steps(prefix + split_steps(chosen), problem)
+    return has_false_step(prefix + split_steps(chosen), problem)
 
 
 def kept_by_checker(problem: dict, prefix: list[str], chosen: str) -> bool:

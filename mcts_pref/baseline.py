@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from mcts_pref import options as O
-from mcts_pref.check import check_steps
+from mcts_pref import check
 from mcts_pref.console import console, stage
 from mcts_pref.errors import MctsPrefError
 from mcts_pref.records import RecordWriter, read_many
@@ -30,7 +30,7 @@ from mcts_pref.tasks import resolve_task
 def has_false_step(sample: dict) -> bool:
     """Does the step checker find a false claim in the sample's completion? (The sample serves as the problem.)"""
     steps = sample.get("steps") or split_steps(sample["completion"], resolve_task(sample.get("task")))
-    return "bad" in check_steps(steps, sample)
+    return check.has_false_step(steps, sample)
 
 
 def instance_pairs(samples: list[dict], per_problem: int = 1, seed: int = 0, checked: bool = False) -> list[dict]:

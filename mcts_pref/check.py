@@ -653,3 +653,8 @@ def check_steps(steps: Sequence[str], problem: Optional[dict] = None) -> list[st
     A step before the last without a newline was cut mid-line (see ``open_lines``).
     """
     return [step_verdict(s, problem, steps[:i], cut=cut) for i, (s, cut) in enumerate(zip(steps, _cuts(steps)))]
+
+
+def has_false_step(steps: Sequence[str], problem: Optional[dict] = None) -> bool:
+    """Does the checker find a false claim in any step of a solution (each read after the steps before it)?"""
+    return BAD in check_steps(steps, problem)

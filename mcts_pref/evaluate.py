@@ -30,7 +30,6 @@ the input files: no model, and answers are never run as code.
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +43,11 @@ from mcts_pref import check
 from mcts_pref.console import console, stage
 from mcts_pref.errors import MctsPrefError, RecordError
 from mcts_pref.records import RecordWriter, check_version, iter_records
+from mcts_pref.stats import wilson_interval  # also read from here by experiments/chain_sum/analyze.py
 from mcts_pref.steps import split_steps
 from mcts_pref.tasks import resolve_task, score
 from mcts_pref.tasks.math import to_fraction
 from mcts_pref.tasks.mcq import normalize_choices, normalize_gold
-
-Z_95 = 1.959963984540054  # two-sided 95% normal quantile
-
 
 # ---------------------------------------------------------------- validation
 
@@ -233,21 +230,6 @@ def score_samples(
 # ---------------------------------------------------------------- summary
 
 
-def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
-    """Wilson score interval for a binomial proportion; ``None`` when n == 0.
-
-    centre = (p + z^2/2n) / (1 + z^2/n),
-    half   = z * sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n).
-    """
-    if n == 0:
-        return None
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _vote_key(pred: str):
     """Votes for "0.5", "1/2" and "\\frac{1}{2}" count together."""
     value = to_fraction(pred)
@@ -283,7 +265,7 @@ def step_check_rates(scored: list[dict]) -> tuple[int, float | None, float | Non
     checked = [s for s in scored if s.get("step_checks") is not None]
     if not checked:
         return 0, None, None
-    false = [("bad" in s["step_checks"]) for s in checked]
+    false = [(check.BAD in s["step_checks"]) for s in checked]
     n = len(checked)
     return n, sum(false) / n, sum(bool(s.get("correct")) and not f for s, f in zip(checked, false)) / n
 

@@ -130,7 +130,7 @@ def checked_clean(prefix_steps: list[str], chosen_steps: list[str], problem: dic
     Each step is checked given the steps before it, so the chosen side's steps
     are read after the whole prefix.
     """
-    return check.BAD not in check.check_steps(prefix_steps + chosen_steps, problem)
+    return not check.has_false_step(prefix_steps + chosen_steps, problem)
 
 
 def tree_pairs(

@@ -1,4 +1,4 @@
-"""Paired tests for per-problem correctness: the statistics `report` prints.
+"""Every statistic the stages print: Wilson intervals (`evaluate`) and paired tests (`report`).
 
 Two policies answer the same held-out problems. On the problems both
 answered, a pair is *fixed* when A got it wrong and B right, *broken* the
@@ -49,6 +49,21 @@ from fractions import Fraction
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 FLIP_DRAWS = 20_000  # Monte Carlo sign patterns when counting them all would cost more than FLIP_MAX_WORK
 FLIP_MAX_WORK = 20_000_000  # k * sum |D_j| steps of the exact count (a few seconds of pure Python)
+
+
+def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
+    """Wilson score interval for a binomial proportion; ``None`` when n == 0.
+
+    centre = (p + z^2/2n) / (1 + z^2/n),
+    half   = z * sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n).
+    """
+    if n == 0:
+        return None
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def sign_test_p(fixed: int, broken: int) -> Fraction:
