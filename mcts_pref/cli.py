@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from mcts_pref import (
-    __version__, baseline, curriculum, datasets, evaluate, merge, pairs, report, sample, search, showtree, train_dpo,
+    __version__, baseline, curriculum, datasets, evaluate, extract_pairs, merge, report, sample, search, showtree, train_dpo,
 )
 
 app = typer.Typer(
@@ -45,7 +45,7 @@ def _register() -> None:
     app.command("sample")(sample.command)
     app.command("search")(search.command)
     app.command("show-tree")(showtree.command)
-    app.command("extract-pairs")(pairs.command)
+    app.command("extract-pairs")(extract_pairs.command)
     app.command("train-dpo")(train_dpo.command)
     app.command("evaluate")(evaluate.command)
     app.command("curriculum")(curriculum.command)
