@@ -23,7 +23,7 @@ if [ ! -s "$SHOTS_FROM" ]; then
   mv "$SHOTS_FROM.tmp" "$SHOTS_FROM"
 fi
 # Round 0 is the base policy on this seed's test set, the same for every arm: evaluate it once.
-if [ "$arm" != b ] && [ -s "$B/round-0/report.json" ]; then
+if [ "$arm" != b ] && [ "$arm" != tune ] && [ -s "$B/round-0/report.json" ]; then
   for f in samples.jsonl scored.jsonl report.json; do cp -n "$B/round-0/$f" "$RUN/round-0/"; done
 fi
 need_b() { [ -s "$B/round-$ROUNDS/report.json" ] || { echo "arm $arm needs arm b of seed $seed first" >&2; exit 2; }; }
