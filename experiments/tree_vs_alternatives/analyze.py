@@ -81,6 +81,7 @@ def tables(res, acct) -> str:
                        f"{pct(acc(res[(arm, s, LAST)]))} | {toks} | {units} | {train:.0f} |")
     out += ["", "| difference (round 2) | seed | n | A vs B | A - B (95% CI) | only A / only B right | p |",
             "|---|---|---|---|---|---|---|"]
+    diff_header_end = len(out)
     summary = ["", "| difference (round 2) | seeds | mean over seeds (95% t CI) | seeds A > B / A < B | sign-test p "
                "| random effects (95% CI) | p | I² |", "|---|---|---|---|---|---|---|---|"]
     for a_arm, b_arm in ENDPOINTS:
@@ -113,6 +114,8 @@ def tables(res, acct) -> str:
         a1 = sum(acc(res[(arm, s, 1)]) for s in ss) / len(ss)
         a2 = sum(acc(res[(arm, s, 2)]) for s in ss) / len(ss)
         curve.append(f"| {arm} | {', '.join(map(str, ss))} | {t1:,.0f} | {pct(a1)} | {t2:,.0f} | {pct(a2)} |")
+    if len(out) == diff_header_end:  # no pair of arms finished on a common seed yet
+        out, summary = out[:-3], []
     return "\n".join(out + summary + curve) + "\n"
 
 

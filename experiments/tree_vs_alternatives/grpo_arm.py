@@ -104,7 +104,8 @@ def train_round(model_id: str, problems: list[dict], *, budget: int, lr: float, 
     cfg = GRPOConfig(output_dir=str(out / "grpo"), use_cpu=True, bf16=False, learning_rate=lr,
                      max_completion_length=EVAL_TOKENS, per_device_train_batch_size=generations,
                      num_generations=generations, max_steps=steps, logging_steps=1, save_strategy="no",
-                     report_to=[], seed=seed, shuffle_dataset=False, disable_tqdm=True)
+                     report_to=[], seed=seed, shuffle_dataset=False, disable_tqdm=True,
+                     gradient_checkpointing=False)  # recomputation buys nothing for 135M on CPU
     peft_config = None
     if adapter_in:
         model = PeftModel.from_pretrained(base, adapter_in, is_trainable=True)
