@@ -256,3 +256,19 @@ def test_code_in_a_latex_span_is_never_executed(tmp_path):
 ])
 def test_worked_equations_give_their_result(text, gold, right):
     assert score(text, gold)[1] is right
+
+
+@pytest.mark.parametrize("text,gold,right", [
+    ("The answer is 10 since 3*4 = 12.", "12", False),  # the stated answer is 10
+    ("The answer is 10 since 3*4 = 12.", "10", True),
+    ("The answer is 7 = 7.", "7", True),
+])
+def test_a_stated_answer_with_its_reason_is_not_the_reasons_result(text, gold, right):
+    assert score(text, gold)[1] is right
+
+
+def test_number_then_words_is_linear_on_hostile_input():
+    text = "The answer is 1 " + "a" * 20000 + "!"
+    t0 = time.perf_counter()
+    extract_answer(text)
+    assert time.perf_counter() - t0 < 0.5

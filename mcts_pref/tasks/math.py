@@ -58,7 +58,7 @@ _SLASH = re.compile(r"([+-]?[\d.]+)\s*/\s*([+-]?[\d.]+)")
 _FRAC = re.compile(r"(-)?\\frac\{([^{}]*)\}\{([^{}]*)\}")
 _FRAC_SHORT = re.compile(r"(-)?\\frac(\d)(\d)")
 _COMMA_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-_NUMBER_THEN_WORDS = re.compile(r"(-?[\d.,/]+)\s+([A-Za-z]+)[A-Za-z \t'-]*")
+_NUMBER_THEN_WORDS = re.compile(r"(-?[\d.,/]+)\s+([A-Za-z]+)(?![A-Za-z])[A-Za-z \t'-]*")
 # Words after a number that are part of the value, not a unit ("2 pi").
 _MATH_WORDS = frozenset("pi sqrt i e x y z n k".split())
 _TEXT_WRAP = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|emph)\s*\{([^{}]*)\}")
@@ -175,6 +175,9 @@ def _span_chain(text: str, spans: list[tuple[int, int]], k: int, step: int) -> s
     return ", ".join(reversed(parts) if step < 0 else parts)
 
 
+_BECAUSE = re.compile(r"\s+(?:since|because|as)\s", re.IGNORECASE)
+
+
 def _answer_span(rest: str) -> str:
     """The answer part of the text after "answer is": a box, the first LaTeX
     span of the sentence, or the sentence."""
@@ -189,7 +192,9 @@ def _answer_span(rest: str) -> str:
     if spans and spans[0][0] <= len(sentence) + 2 and not any(c.isdigit() for c in rest[: spans[0][0]]):
         return _span_chain(rest, spans, 0, 1)
     m = _CONNECTIVE.match(sentence)
-    return sentence[m.end() :] if m and m.end() < len(sentence) else sentence
+    sentence = sentence[m.end() :] if m and m.end() < len(sentence) else sentence
+    # "is 10 since 3 * 4 = 12": the answer is what was stated, not the reason after it.
+    return _BECAUSE.split(sentence, 1)[0] or sentence
 
 
 def _is_percent(answer) -> bool:
@@ -215,16 +220,24 @@ def _strip_units(s: str) -> str:
         s = parts[0].rstrip()
 
 
+_OPERATOR = re.compile(r"[-+*/×÷^]|\\(?:times|cdot|div|frac)")
+_REASON_WORD = re.compile(r"\b(?:since|because|as|so|but|which|that|and|then|is|are|was|were|from|when|if|or)\b", re.I)
+
+
 def _number_after_equals(s: str) -> str:
     """A worked equation ending in a number gives that number ("15 * 8 = 120 pints" -> "120 pints").
 
-    Only a plain ``=`` counts (not ``<=``, ``>=``, ``!=``), only when nothing
-    before it lists other answers, and only when what follows the last one is
-    a number, perhaps with words after it.
+    Only a plain ``=`` counts (not ``<=``, ``>=``, ``!=``), only when what stands
+    before it is a calculation (an operator, no other answers, no connective
+    such as "since" that would make it a stated answer plus its reason), and
+    only when what follows the last one is a number, perhaps with words after it.
     """
     i = s.rfind("=")
     if i <= 0 or s[i - 1] in "<>!:" or s[i + 1 : i + 2] == "=" or "," in s[:i] or ";" in s[:i]:
         return s  # a relation, or several answers ("x = 2, x = 3")
+    left = s[:i]
+    if not _OPERATOR.search(left) or _REASON_WORD.search(left):
+        return s  # not a worked calculation: "10 since 3*4 = 12" states 10, not 12
     rest = s[i + 1 :].strip()
     number = _NUMBER_THEN_WORDS.fullmatch(rest)
     if _COMMA_NUMBER.fullmatch(rest) or _NUMBER.fullmatch(rest) or (number and number.group(2).lower() not in _MATH_WORDS):
