@@ -16,6 +16,7 @@ import torch
 from mcts_pref.dpo import collate, encode_pairs, sequence_logps, shared_prefix_logps
 from mcts_pref.train import load_pairs
 from mcts_pref.policy import load_model
+from mcts_pref.policy_spec import PolicySpec
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     from peft import LoraConfig, get_peft_model
 
-    model, tok = load_model(args.model)
+    model, tok = load_model(PolicySpec(model=args.model))
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     model.train()
     pairs, _ = load_pairs([args.pairs])

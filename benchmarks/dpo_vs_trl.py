@@ -89,9 +89,10 @@ def run_trl(args, pairs_path: str, workdir: Path, precompute: bool) -> dict:
     from transformers import TrainerCallback
 
     from mcts_pref.policy import load_model
+    from mcts_pref.policy_spec import PolicySpec
 
     cuda = torch.cuda.is_available()
-    model, tok = load_model(args.model, dtype="auto")
+    model, tok = load_model(PolicySpec(model=args.model, dtype="auto"))
     model.train()
     rows = [json.loads(x) for x in Path(pairs_path).read_text().splitlines() if x.strip()]
     data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])

@@ -286,9 +286,10 @@ def raw_decode(net, tok, prompt: str, rows: int, steps: int, temperature: float,
 
 def check_search(model_dir: Path, a, device: str, dtype: str) -> dict:
     from mcts_pref.mcts import Config, search_trees
+    from mcts_pref.policy_spec import PolicySpec
 
-    backend = load_backend_fn()(model=str(model_dir), device=device, dtype=dtype, prompt_format="plain",
-                                max_batch_rows=a.batch_rows)
+    backend = load_backend_fn()(PolicySpec(model=str(model_dir), device=device, dtype=dtype, prompt_format="plain",
+                                           batch_rows=a.batch_rows))
     net, tok = backend.model, backend.tok
     # top_p 1 by default: a random model's next-token distribution is nearly flat, so nucleus
     # sampling would fall back to a full-vocabulary sort at every step (a cost trained models

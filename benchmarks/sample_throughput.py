@@ -16,6 +16,7 @@ import time
 import torch
 
 from mcts_pref.backends import load_backend
+from mcts_pref.policy_spec import PolicySpec
 
 QUESTIONS = [f"State the final answer to the following arithmetic problem: {a} + {b} - {c} ="
              for a, b, c in [(3, 4, 2), (9, 1, 5), (7, 7, 3), (2, 8, 6)] * 8]
@@ -43,7 +44,7 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--tokens", type=int, default=48)
     args = ap.parse_args()
-    backend = load_backend(args.model)
+    backend = load_backend(PolicySpec(model=args.model))
     for batch in (1, 8, 32):
         prompts = [backend.format_prompt({"question": q}) for q in QUESTIONS[:batch]]
         ours(backend, prompts[:1], 4)  # warm-up

@@ -245,12 +245,14 @@ def main() -> None:
     args = ap.parse_args()
 
     from mcts_pref.backends import load_backend
+    from mcts_pref.policy_spec import PolicySpec
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     problems = read_records(args.problems, "problem")[: args.limit] if args.problems else easy_problems(args.limit)
-    backend = load_backend(args.model, device=args.device, max_batch_rows=args.batch_rows, kv_cache_mb=args.kv_cache_mb)
+    backend = load_backend(PolicySpec(model=args.model, device=args.device, batch_rows=args.batch_rows,
+                                       kv_cache_mb=args.kv_cache_mb))
     knobs = dict(
         iterations=args.iterations, children=args.children, root_children=args.root_children,
         depth_limit=args.depth_limit, max_depth=args.max_depth, max_step_tokens=args.max_step_tokens, seed=args.seed,

@@ -303,10 +303,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             pairs = jsonl(pairs_path)
             if backend is None and pairs:
                 from mcts_pref.backends import load_backend  # lazy: torch and the model only with --mc-rollouts
-                from mcts_pref.prompts import load_shots
+                from mcts_pref.policy_spec import PolicySpec
 
                 shots_from = shots[shots.index("--shots-from") + 1] if "--shots-from" in shots else None
-                backend = load_backend(args.model, shots=load_shots(args.shots, shots_from))
+                backend = load_backend(PolicySpec(model=args.model, shots=args.shots, shots_from=shots_from))
             row.update(mc_row(backend, pairs, problems, prompts, args.mc_rollouts,
                               work / f"mc-{name}-k{args.mc_rollouts}.jsonl", batch=args.mc_batch))
         rows.append(row)

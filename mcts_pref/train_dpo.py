@@ -20,7 +20,8 @@ from typing import Annotated
 import typer
 
 from mcts_pref.console import stage
-from mcts_pref.options import POLICY, Adapter, Dtype, LoadIn4bit, Model, Seed, TrainDevice, TrustRemoteCode
+from mcts_pref.options import Seed, option
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.errors import MctsPrefError
 from mcts_pref.train import train
 
@@ -101,10 +102,10 @@ class DpoConfig:
     overwrite: bool = False
     gradient_checkpointing: bool = False
     seed: int = 0
-    dtype: str = "auto"
-    load_in_4bit: bool = False
-    trust_remote_code: bool = False
-    device: str = "auto"
+    dtype: str = PolicySpec.dtype
+    load_in_4bit: bool = PolicySpec.load_in_4bit
+    trust_remote_code: bool = PolicySpec.trust_remote_code
+    device: str = PolicySpec.device
     targets: list[str] = field(init=False, repr=False)
 
     def result_knobs(self) -> dict:
@@ -140,14 +141,19 @@ class DpoConfig:
 
 
 _D = {f.name: f.default for f in fields(DpoConfig) if f.default is not MISSING}
+Model, Adapter, Dtype, LoadIn4bit, TrustRemoteCode = (
+    option(PolicySpec, name) for name in ("model", "adapter", "dtype", "load_in_4bit", "trust_remote_code"))
+# accelerate places the model and picks the GPU itself: no cuda:N here.
+TrainDevice = option(PolicySpec, "device",
+                     help="auto | cpu | cuda. Pick GPUs with CUDA_VISIBLE_DEVICES or accelerate launch, not cuda:N.")
 
 
 @stage
 def command(
     pairs: Annotated[list[str], typer.Argument(help="Pair JSONL files (several = replay of earlier rounds); - for stdin.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output dir: LoRA adapter, train_config.json, metrics.jsonl.")],
-    model: Model = POLICY.model,
-    adapter: Adapter = POLICY.adapter,
+    model: Model = PolicySpec.model,
+    adapter: Adapter = PolicySpec.adapter,
     loss: Annotated[str, typer.Option(help="sigmoid (DPO, cDPO with label smoothing) | ipo.")] = _D["loss"],
     beta: Annotated[float, typer.Option(help="KL strength beta.")] = _D["beta"],
     label_smoothing: Annotated[float | None, typer.Option(
@@ -175,11 +181,11 @@ def command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint (fresh start if none).")] = _D["resume"],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished or interrupted run in OUT.")] = _D["overwrite"],
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward.")] = _D["gradient_checkpointing"],
-    seed: Seed = POLICY.seed,
-    dtype: Dtype = POLICY.dtype,
-    load_in_4bit: LoadIn4bit = POLICY.load_in_4bit,
-    trust_remote_code: TrustRemoteCode = POLICY.trust_remote_code,
-    device: TrainDevice = POLICY.device,
+    seed: Seed = _D["seed"],
+    dtype: Dtype = PolicySpec.dtype,
+    load_in_4bit: LoadIn4bit = PolicySpec.load_in_4bit,
+    trust_remote_code: TrustRemoteCode = PolicySpec.trust_remote_code,
+    device: TrainDevice = PolicySpec.device,
 ) -> None:
     """Train a LoRA adapter on step-level preference pairs with (conservative) DPO.
 

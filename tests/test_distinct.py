@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.distinct import build_trie, mass_left
 from mcts_pref.mcts import Config, search_trees
 
@@ -60,7 +61,7 @@ def test_adjusted_pick_samples_the_law_conditioned_on_leaving_the_drawn_set(top_
 def tiny(tiny_model_dir):
     from mcts_pref.backends import load_backend
 
-    return load_backend(str(tiny_model_dir), prompt_format="plain", shots=[])
+    return load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format="plain", shots=0))
 
 
 # A temperature so low that the tiny random model is all but deterministic: plain sampling repeats itself.

@@ -17,6 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.cli import app
 from mcts_pref.policy import (
     DEFAULT_GGUF, GGUF_KEY_BYTES, GGUF_SOURCE, gguf_cache_key, load_model, load_tokenizer, resolve_model,
@@ -121,7 +122,7 @@ def test_a_gguf_converts_once_and_computes_what_the_original_did(tiny_gguf, orig
     captured = capsys.readouterr()
     assert captured.out == "" and "Converting Tiny-Llama.F32.gguf" in captured.err  # stdout is for records
 
-    net, loaded_tok = load_model(str(tiny_gguf), device="cpu", dtype="fp32")
+    net, loaded_tok = load_model(PolicySpec(model=str(tiny_gguf), device="cpu", dtype="fp32"))
     assert loaded_tok(TEXT).input_ids == tok(TEXT).input_ids  # SentencePiece ids, BOS first
     assert load_tokenizer(str(tiny_gguf))(TEXT).input_ids == tok(TEXT).input_ids
     ids = torch.tensor([tok(TEXT).input_ids])

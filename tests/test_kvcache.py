@@ -6,6 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.backends.kvcache import PrefixCache, common_length
 from mcts_pref.mcts import Config, search_trees
 from tests.conftest import read_jsonl, write_jsonl
@@ -109,8 +110,8 @@ QUESTIONS = ["What is 4 + 7 - 3?", "Tom has 5 apples and buys 3 more. How many a
 def backends(tiny_model_dir):
     from mcts_pref.backends import load_backend
 
-    on = load_backend(str(tiny_model_dir), prompt_format="chat", kv_cache_mb=16)  # built-in exemplars: a header
-    off = load_backend(str(tiny_model_dir), prompt_format="chat", kv_cache_mb=0)
+    on = load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format="chat", kv_cache_mb=16))  # built-in exemplars: a header
+    off = load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format="chat", kv_cache_mb=0))
     assert on.kv is not None and off.kv is None
     return on, off
 
@@ -172,7 +173,7 @@ def test_tiny_cap_evicts_and_stays_correct(tiny_model_dir, backends):
     from mcts_pref.backends import load_backend
 
     _, off = backends
-    b = load_backend(str(tiny_model_dir), prompt_format="chat", kv_cache_mb=1)
+    b = load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format="chat", kv_cache_mb=1))
     per_token = sum(l.keys[0, :, :1].numel() * 2 * 4 for l in b.prompt_header.cache.layers)
     b.kv.max_bytes = 40 * per_token  # less than one prompt
     ps = [b.format_prompt({"question": q}) for q in QUESTIONS]
@@ -189,7 +190,7 @@ def test_finished_trees_release_their_memory(tiny_model_dir):
     """After a search, only the pinned headers stay cached: every tree released its runs as it finished."""
     from mcts_pref.backends import load_backend
 
-    b = load_backend(str(tiny_model_dir), prompt_format="chat", kv_cache_mb=16)
+    b = load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format="chat", kv_cache_mb=16))
     pinned = b.kv.bytes
     problems = [{"id": f"p{i}", "question": q, "answer": "8", "task": "math"} for i, q in enumerate(QUESTIONS)]
     cfg = Config(iterations=1, children=2, root_children=2, depth_limit=2, max_depth=2, max_step_tokens=6, top_p=1.0,
@@ -225,7 +226,7 @@ def test_negative_cap_is_refused(tiny_model_dir):
     from mcts_pref.records import MctsPrefError
 
     with pytest.raises(MctsPrefError, match="--kv-cache-mb must be >= 0"):
-        load_backend(str(tiny_model_dir), kv_cache_mb=-1)
+        load_backend(PolicySpec(model=str(tiny_model_dir), kv_cache_mb=-1))
 
 
 @pytest.mark.slow
@@ -239,7 +240,7 @@ def test_smollm2_trees_identical_with_cache_on_and_off(default_model_dir):
                  batch_trees=3, seed=3, value="self-eval,outcome,rollout", rollouts=2, rollout_max_tokens=32)
     trees = {}
     for mb in (0, 256):
-        b = load_backend(str(default_model_dir), kv_cache_mb=mb)
+        b = load_backend(PolicySpec(model=str(default_model_dir), kv_cache_mb=mb))
         recs = sorted(search_trees(b, problems, cfg), key=lambda r: r["problem_id"])
         trees[mb] = recs
         if mb:

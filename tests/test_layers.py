@@ -25,7 +25,7 @@ BENCHMARKS = PKG.parent / "benchmarks"
 PURE_CORES = {
     "mcts_pref.errors", "mcts_pref.tree", "mcts_pref.check", "mcts_pref.steps", "mcts_pref.pair_rules",
     "mcts_pref.stats", "mcts_pref.distinct", "mcts_pref.tasks", "mcts_pref.tasks.math", "mcts_pref.tasks.mcq",
-    "mcts_pref.tasks.verify",
+    "mcts_pref.tasks.verify", "mcts_pref.policy_spec",
 }
 HEAVY_OR_UI = {"typer", "click", "rich", "torch", "transformers", "vllm", "deepspeed", "accelerate", "peft"}
 # Modules that build commands without being one.

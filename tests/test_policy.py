@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.steps import STEP_CAP
 from mcts_pref.backends import load_backend
 from mcts_pref.policy import load_model
@@ -16,7 +17,7 @@ PROMPTS = ["What is 3 + 4?", "A much longer prompt, so that left padding matters
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return load_backend(str(tiny_model_dir), prompt_format="plain", shots=[])
+    return load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format="plain", shots=0))
 
 
 def test_greedy_matches_plain_generate(tiny):
@@ -69,7 +70,7 @@ def test_sampling_is_seeded(tiny):
 
 
 def test_chunking_keeps_order(tiny_model_dir):
-    small = load_backend(str(tiny_model_dir), prompt_format="plain", shots=[], max_batch_rows=2)
+    small = load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format="plain", shots=0, batch_rows=2))
     prefixes = [small.format_prompt({"question": q}) for q in PROMPTS + PROMPTS]
     out = small.expand(prefixes, [2, 1, 2, 1], temperature=0, top_p=1.0, max_step_tokens=5)
     assert [len(x) for x in out] == [2, 1, 2, 1]
@@ -82,17 +83,17 @@ def test_self_evaluate_is_a_probability(tiny):
 
 
 def test_chat_format_needs_template(tiny_model_dir):
-    b = load_backend(str(tiny_model_dir), prompt_format="chat", shots=[])
+    b = load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format="chat", shots=0))
     assert b.format_prompt({"question": "hi"}).endswith("<|im_start|>assistant\n")
     with pytest.raises(MctsPrefError, match="prompt-format"):
-        load_backend(str(tiny_model_dir), prompt_format="nonsense")
+        load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format="nonsense"))
 
 
 def test_bad_model_and_adapter_messages(tiny_model_dir, tmp_path):
     with pytest.raises(MctsPrefError, match="--model"):
-        load_model(str(tmp_path / "missing-dir"))
+        load_model(PolicySpec(model=str(tmp_path / "missing-dir")))
     with pytest.raises(MctsPrefError, match="adapter_config.json"):
-        load_model(str(tiny_model_dir), adapter=str(tmp_path))
+        load_model(PolicySpec(model=str(tiny_model_dir), adapter=str(tmp_path)))
 
 
 def test_missing_default_package_gives_fix(tmp_path):
@@ -113,7 +114,7 @@ def test_header_kv_reuse_matches_full_prefill(tiny_model_dir):
     """Prefilling the shared exemplar header once gives the same tokens and scores as full prompts."""
     for fmt in ("plain", "chat"):
         # kv_cache_mb=0: this tests the header reuse alone (the prefix cache has its own tests).
-        b = load_backend(str(tiny_model_dir), prompt_format=fmt, kv_cache_mb=0)  # built-in exemplars: a long shared header
+        b = load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format=fmt, kv_cache_mb=0))  # built-in exemplars: a long shared header
         assert b.prompt_header is not None and b.judge_header is not None
         prefixes = [b.format_prompt({"question": q}) + step for q, step in zip(PROMPTS, ["", "10 - 7 = 3\n"])]
         with_header = b.expand(prefixes, [2, 1], temperature=0, top_p=1.0, max_step_tokens=8)
@@ -170,7 +171,7 @@ def test_shared_prefill_matches_one_level(tiny_model_dir, fmt):
     """Siblings' judgement prompts encoded in two levels give the same logits, with fewer tokens."""
     from mcts_pref.prompts import judge_prompt
 
-    b = load_backend(str(tiny_model_dir), prompt_format=fmt)
+    b = load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format=fmt))
     steps = "4 + 7 = 11\n11 - 3 = 8\n"
     partials = [(PROMPTS[0], steps + last) for last in ("8 + 2 = 10\n", "8 + 2 = 11\n", "The answer is 10.")]
     partials += [(PROMPTS[1], "10 - 7 = 3\n" + last) for last in ("3 + 1 = 4\n", "3 + 1 = 5\n")]

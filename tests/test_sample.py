@@ -1,6 +1,7 @@
 import pytest
 from typer.testing import CliRunner
 
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.cli import app
 from mcts_pref.records import read_records, validate
 from tests.conftest import read_jsonl, write_jsonl
@@ -72,5 +73,5 @@ def test_sample_with_4bit_weights_on_cpu(tiny_model_dir, easy_problems, tmp_path
     assert len(read_records(out, "sample")) == 2
     from mcts_pref.policy import load_model
 
-    model, _ = load_model(str(tiny_model_dir), load_in_4bit=True)
+    model, _ = load_model(PolicySpec(model=str(tiny_model_dir), load_in_4bit=True))
     assert any("4bit" in type(m).__name__ for m in model.modules())

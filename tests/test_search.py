@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref import mcts
 from mcts_pref.cli import app
 from mcts_pref.records import MctsPrefError, read_records, validate
@@ -204,8 +205,8 @@ def cli(monkeypatch, tmp_path, backend_registry):
     script = dict(SCRIPT, **{"": SCRIPT[""] + ["The answer is 2\n"]})
     loads = []
 
-    def fake_load(model, adapter, **kwargs):
-        loads.append(dict(kwargs, model=model, adapter=adapter))
+    def fake_load(spec, shots):
+        loads.append(dict(vars(spec), shots=shots))
         return ScriptedBackend(script)
 
     backend_registry("scripted", fake_load)
@@ -262,7 +263,7 @@ def test_show_tree(cli):
 def test_real_backend_trees_are_reproducible(tiny_model_dir):
     from mcts_pref.backends import load_backend
 
-    backend = load_backend(str(tiny_model_dir), prompt_format="plain", shots=[])
+    backend = load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format="plain", shots=0))
     problems = [P1, dict(P1, id="p2", question="What is 5 + 1?", answer="6")]
     # top_p = 1 skips the nucleus sort over the whole vocabulary: the slow part on a CPU
     cfg = dict(iterations=1, children=2, root_children=2, depth_limit=2, max_depth=2, max_step_tokens=6, top_p=1.0, seed=3)

@@ -18,6 +18,7 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.backends import load_backend
 from mcts_pref.backends.vllm import VLLMBackend
 from mcts_pref.dpo import encode_pairs
@@ -42,7 +43,7 @@ def sp_dir(tmp_path_factory, sp):
 
 @pytest.fixture(scope="module")
 def hf(sp_dir):
-    return load_backend(str(sp_dir), prompt_format="plain", device="cpu")  # built-in exemplars: a cached header
+    return load_backend(PolicySpec(model=str(sp_dir), prompt_format="plain", device="cpu"))  # built-in exemplars: a cached header
 
 
 def whole(tok, text: str) -> list[int]:
@@ -110,7 +111,7 @@ def test_self_evaluation_reads_the_verdict_in_context(hf):
 
 
 def test_vllm_judge_ids_in_context(hf):
-    vl = VLLMBackend(None, hf.tok, policy_id="x", prompt_format="plain", shots=[], sampling_params=NS)
+    vl = VLLMBackend(None, hf.tok, PolicySpec(model="x", prompt_format="plain"), shots=[], sampling_params=NS)
     text = judge_prompt(QUESTIONS[0], STEPS[0], hf.tok, "plain")
     assert vl.judge_ids == [whole(hf.tok, text + "A")[-1], whole(hf.tok, text + "B")[-1]]
     assert vl._ids(text) == whole(hf.tok, text)
@@ -155,7 +156,7 @@ LOSSY_STEP = " x , y .\n"
 
 def test_hf_steps_decode_faithfully(sp_dir):
 
-    b = load_backend(str(sp_dir), prompt_format="plain", shots=[], device="cpu")
+    b = load_backend(PolicySpec(model=str(sp_dir), prompt_format="plain", shots=0, device="cpu"))
     prefix = b.format_prompt({"question": QUESTIONS[0]}).rstrip("\n")  # "...ANSWER:", then " x , y ."
     script = scripted_ids(b.tok, prefix, LOSSY_STEP)
     assert b.tok.convert_ids_to_tokens(script)[0] == "▁x"
@@ -186,7 +187,7 @@ def test_vllm_steps_decode_faithfully(hf):
     from tests.test_vllm_backend import FakeLLM, lp
 
     tok = hf.tok
-    vl = VLLMBackend(None, tok, policy_id="x", prompt_format="plain", shots=[], sampling_params=NS)
+    vl = VLLMBackend(None, tok, PolicySpec(model="x", prompt_format="plain"), shots=[], sampling_params=NS)
     prefix = vl.format_prompt({"question": QUESTIONS[0]}).rstrip("\n")
     script = scripted_ids(tok, prefix, LOSSY_STEP)
     llm = FakeLLM.__new__(FakeLLM)

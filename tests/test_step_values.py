@@ -133,8 +133,9 @@ def test_mc_pair_quality_on_the_tiny_model(tiny_model_dir, tmp_path):
     from mcts_pref.backends import load_backend
     from mcts_pref.pairs import tree_pairs
     from mcts_pref.mcts import Config, search_trees
+    from mcts_pref.policy_spec import PolicySpec
 
-    backend = load_backend(str(tiny_model_dir), prompt_format="plain", shots=[])
+    backend = load_backend(PolicySpec(model=str(tiny_model_dir), prompt_format="plain", shots=0))
     problems = {p["id"]: p for p in (P, dict(P, id="p2", question="What is 5 + 1 + 2?", answer="8"))}
     cfg = Config(iterations=1, children=2, root_children=2, depth_limit=2, max_depth=3, max_step_tokens=6, top_p=1.0,
                  seed=3, value="self-eval=1,outcome=1")

@@ -18,6 +18,7 @@ from types import SimpleNamespace as NS
 import pytest
 from typer.testing import CliRunner
 
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.steps import ANSWER, EOS, STEP, STEP_CAP, StepCutter
 from mcts_pref.cli import app
 from mcts_pref.backends import load_backend
@@ -121,7 +122,7 @@ def fake():
     prompts = {q: f"QUESTION: {q}\n\nANSWER:\n" for q in SCRIPTS}
     judge = {tok.index["A"]: math.log(0.2), tok.index["B"]: math.log(0.6), tok.index["C"]: -2.3}
     llm = FakeLLM(tok, {prompts[q]: s for q, s in SCRIPTS.items()}, judge=judge)
-    backend = VLLMBackend(llm, tok, policy_id="fake", prompt_format="plain", shots=[], sampling_params=NS)
+    backend = VLLMBackend(llm, tok, PolicySpec(model="fake", prompt_format="plain"), shots=[], sampling_params=NS)
     return backend, llm, tok, prompts
 
 
@@ -235,7 +236,7 @@ def test_load_vllm_backend_engine_arguments(monkeypatch, tmp_path, default_model
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 12}))
-    b = load_backend(str(default_model_dir), str(adapter), backend="vllm", tensor_parallel_size=2, load_in_4bit=True)
+    b = load_backend(PolicySpec(model=str(default_model_dir), adapter=str(adapter), backend="vllm", tensor_parallel_size=2, load_in_4bit=True))
     kw = made[0]
     assert kw["model"] == str(default_model_dir) and kw["enable_prefix_caching"] is True
     assert kw["tensor_parallel_size"] == 2 and kw["logprobs_mode"] == "raw_logprobs" and kw["dtype"] == "bfloat16"
@@ -243,7 +244,7 @@ def test_load_vllm_backend_engine_arguments(monkeypatch, tmp_path, default_model
     assert b.lora_request == ("lora", "mcts-pref-adapter", 1, str(adapter.resolve()))
     assert b.policy_id == f"{default_model_dir}+{adapter}" and b.eos_ids and "\n" in b.tok.decode([min(b.newline_ids)])
     with pytest.raises(MctsPrefError, match="adapter_config.json"):
-        load_backend(str(default_model_dir), str(tmp_path), backend="vllm")
+        load_backend(PolicySpec(model=str(default_model_dir), adapter=str(tmp_path), backend="vllm"))
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="checks the message shown when vLLM is missing")
@@ -252,7 +253,7 @@ def test_cli_backend_vllm_without_vllm_is_a_clean_error(tmp_path):
     r = runner.invoke(app, ["sample", str(problems), "--backend", "vllm"])
     assert r.exit_code == 2 and INSTALL_HINT in r.output and "Traceback" not in r.output
     with pytest.raises(MctsPrefError, match="pip install"):
-        load_backend("default", backend="vllm")
+        load_backend(PolicySpec(model="default", backend="vllm"))
 
 
 def test_cli_rejects_unknown_backend_and_tensor_parallel_without_vllm(tmp_path):
@@ -267,14 +268,14 @@ def test_search_passes_backend_options_through(tmp_path, backend_registry):
     problems = write_jsonl(tmp_path / "p.jsonl", [{"id": "p1", "question": "What is 1 + 1?", "answer": "2"}])
     seen = []
 
-    def fake_load(model, adapter, **kwargs):
-        seen.append(kwargs)
+    def fake_load(spec, shots):
+        seen.append(spec)
         raise MctsPrefError("stop here")
 
     backend_registry("vllm", fake_load)
     r = runner.invoke(app, ["search", str(problems), "--backend", "vllm", "--tensor-parallel-size", "4"])
     assert r.exit_code == 2 and "stop here" in r.output
-    assert seen[0]["tensor_parallel_size"] == 4
+    assert seen[0].tensor_parallel_size == 4
 
 
 class GenerateLLM:
@@ -313,8 +314,8 @@ def test_mapping_matches_hf_backend_on_the_bundled_model(default_model_dir):
     from mcts_pref.prompts import DEFAULT_SHOTS
 
     shots = DEFAULT_SHOTS[:1]  # one exemplar: short prompts that still get one step per line
-    hf = load_backend(str(default_model_dir), prompt_format="plain", shots=shots, device="cpu", dtype="fp32")
-    vl = VLLMBackend(GenerateLLM(hf.model), hf.tok, policy_id="x", prompt_format="plain", shots=shots,
+    hf = load_backend(PolicySpec(model=str(default_model_dir), prompt_format="plain", device="cpu", dtype="fp32"), shots)
+    vl = VLLMBackend(GenerateLLM(hf.model), hf.tok, PolicySpec(model="x", prompt_format="plain"), shots=shots,
                      eos_ids=[2], sampling_params=NS)
     prompts = [hf.format_prompt({"question": q}) for q in ("What is 3 + 4 + 2?", "What is 10 - 3 - 4?")]
     kw = {"temperature": 0.0, "top_p": 1.0}
@@ -342,8 +343,8 @@ def test_vllm_matches_hf_on_the_bundled_model(default_model_dir, tmp_path):
     get_peft_model(base, LoraConfig(r=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])).save_pretrained(adapter)
     del base
 
-    hf = load_backend("default", dtype="bf16")
-    vl = load_vllm_backend("default", str(adapter), dtype="bf16", gpu_memory_utilization=0.4)
+    hf = load_backend(PolicySpec(model="default", dtype="bf16"))
+    vl = load_vllm_backend(PolicySpec(model="default", adapter=str(adapter), dtype="bf16"), gpu_memory_utilization=0.4)
     problems = [{"question": "What is 3 + 4 + 2?"}, {"question": "Tom has 5 apples and eats 2. How many are left?"}]
     prompts = [hf.format_prompt(p) for p in problems]
     assert prompts == [vl.format_prompt(p) for p in problems]

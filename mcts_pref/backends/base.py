@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.prompts import DEFAULT_SHOTS, format_prompt, judge_token_ids, resolve_format
 from mcts_pref.steps import ANSWER, EOS, LENGTH, STEP, STEP_CAP, TERMINAL_FINISHES, CutRule, Step
 
@@ -73,10 +74,10 @@ class StepDecoder:
     to a :class:`mcts_pref.steps.StepCutter` built from ``self.cut_rule``.
     """
 
-    def __init__(self, tokenizer, *, policy_id: str, prompt_format: str, shots, eos_ids: Sequence[int]):
+    def __init__(self, tokenizer, spec: PolicySpec, *, shots, eos_ids: Sequence[int]):
         self.tok = tokenizer
-        self.policy_id = policy_id
-        self.fmt = resolve_format(prompt_format, tokenizer)
+        self.policy_id = spec.policy_id
+        self.fmt = resolve_format(spec.prompt_format, tokenizer)
         self.shots = DEFAULT_SHOTS if shots is None else list(shots)
         self.eos_ids = {e for e in [tokenizer.eos_token_id, *eos_ids] if e is not None}
         self.cut_rule = CutRule.from_tokenizer(tokenizer, eos_ids=sorted(self.eos_ids))

@@ -26,7 +26,7 @@ from mcts_pref.backends.base import StepDecoder
 from mcts_pref.backends.kvcache import PrefixCache
 from mcts_pref.backends.prefill import Header, Prefill, row_kv
 from mcts_pref.distinct import TrieNode, build_trie
-from mcts_pref.options import POLICY
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.prompts import judge_prompt, judge_question
 from mcts_pref.steps import Step, StepCutter
 
@@ -40,13 +40,14 @@ class HFBackend(Prefill, StepDecoder):
 
     samples_without_replacement = True
 
-    def __init__(self, model, tokenizer, *, policy_id: str, prompt_format: str = "auto", shots=None, max_batch_rows: int = 64,
-                 kv_cache_mb: int = POLICY.kv_cache_mb):
+    def __init__(self, model, tokenizer, spec: PolicySpec, *, shots=None):
+        """``shots``: the exemplars (None: the built-in ones); of ``spec``, the prompt format,
+        ``batch_rows`` and ``kv_cache_mb`` apply here, the model was loaded from it."""
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        super().__init__(tokenizer, policy_id=policy_id, prompt_format=prompt_format, shots=shots,
-                         eos_ids=gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+        super().__init__(tokenizer, spec, shots=shots, eos_ids=gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
         self.model = model
-        self.max_batch_rows = max(1, max_batch_rows)
+        self.max_batch_rows = max(1, spec.batch_rows)
+        kv_cache_mb = spec.kv_cache_mb
         self.device = next(model.parameters()).device
         params = inspect.signature(type(model).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"

@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from mcts_pref.console import console
-from mcts_pref.policy import load_tokenizer, policy_id, resolve_model
+from mcts_pref.policy import load_tokenizer, resolve_model
+from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.backends.base import StepDecoder
 from mcts_pref.prompts import judge_prompt
 from mcts_pref.errors import MctsPrefError
@@ -125,9 +126,9 @@ class _Row:
 class VLLMBackend(StepDecoder):
     """A :class:`mcts_pref.backends.base.Backend` over a ``vllm.LLM``; see the module docs."""
 
-    def __init__(self, llm, tokenizer, *, policy_id: str, prompt_format: str = "auto", shots=None,
-                 lora_request=None, eos_ids: Sequence[int] = (), sampling_params: Callable | None = None):
-        super().__init__(tokenizer, policy_id=policy_id, prompt_format=prompt_format, shots=shots, eos_ids=eos_ids)
+    def __init__(self, llm, tokenizer, spec: PolicySpec, *, shots=None, lora_request=None, eos_ids: Sequence[int] = (),
+                 sampling_params: Callable | None = None):
+        super().__init__(tokenizer, spec, shots=shots, eos_ids=eos_ids)
         self.llm = llm
         self.lora_request = lora_request
         self._params = sampling_params or import_vllm().SamplingParams
@@ -227,23 +228,26 @@ def generation_eos_ids(path: str) -> list[int]:
     return [e for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
 
 
-def load_vllm_backend(model: str, adapter: str | None = None, *, dtype: str = "auto", load_in_4bit: bool = False,
-                      trust_remote_code: bool = False, device: str = "auto", tensor_parallel_size: int = 1,
-                      prompt_format: str = "auto", shots: list[dict] | None = None, seed: int = 0,
+def load_vllm_backend(spec: PolicySpec, *, shots: list[dict] | None = None, seed: int = 0,
                       gpu_memory_utilization: float = 0.9) -> VLLMBackend:
-    """A :class:`VLLMBackend` for the policy ``model`` + ``adapter`` (served as a LoRA, not merged)."""
+    """A :class:`VLLMBackend` for the policy ``spec`` (its adapter served as a LoRA, not merged).
+
+    ``shots``: the exemplars (None: the built-in ones). vLLM caches prefixes
+    itself (automatic prefix caching), so ``spec.kv_cache_mb`` is not used.
+    """
     vllm = import_vllm()
-    if dtype not in VLLM_DTYPES:
-        raise MctsPrefError(f"--dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
-    if tensor_parallel_size < 1:
+    if spec.dtype not in VLLM_DTYPES:
+        raise MctsPrefError(f"--dtype must be auto, fp32, bf16 or fp16, got {spec.dtype!r}")
+    if spec.tensor_parallel_size < 1:
         raise MctsPrefError("--tensor-parallel-size must be at least 1")
-    if device not in ("auto", "cuda"):
-        console.print(f"[yellow]--device {device} is not used by --backend vllm[/yellow] "
+    if spec.device not in ("auto", "cuda"):
+        console.print(f"[yellow]--device {spec.device} is not used by --backend vllm[/yellow] "
                       "(vLLM picks its devices; select GPUs with CUDA_VISIBLE_DEVICES)")
+    model, adapter = spec.model, spec.adapter
     path = resolve_model(model)
     kwargs: dict = {
-        "model": path, "tokenizer": path, "dtype": VLLM_DTYPES[dtype], "trust_remote_code": trust_remote_code,
-        "tensor_parallel_size": tensor_parallel_size, "enable_prefix_caching": True, "seed": seed,
+        "model": path, "tokenizer": path, "dtype": VLLM_DTYPES[spec.dtype], "trust_remote_code": spec.trust_remote_code,
+        "tensor_parallel_size": spec.tensor_parallel_size, "enable_prefix_caching": True, "seed": seed,
         "gpu_memory_utilization": gpu_memory_utilization, "logprobs_mode": "raw_logprobs",
     }
     lora = None
@@ -252,9 +256,8 @@ def load_vllm_backend(model: str, adapter: str | None = None, *, dtype: str = "a
 
         kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank_slot(adapter_rank(adapter)))
         lora = LoRARequest("mcts-pref-adapter", 1, str(Path(adapter).resolve()))
-    if load_in_4bit:
+    if spec.load_in_4bit:
         kwargs["quantization"] = "bitsandbytes"  # in-flight 4-bit quantization of the base weights
-    tok = load_tokenizer(model, trust_remote_code)
+    tok = load_tokenizer(model, spec.trust_remote_code)
     llm = vllm.LLM(**kwargs)
-    return VLLMBackend(llm, tok, policy_id=policy_id(model, adapter), prompt_format=prompt_format, shots=shots,
-                       lora_request=lora, eos_ids=generation_eos_ids(path), sampling_params=vllm.SamplingParams)
+    return VLLMBackend(llm, tok, spec, shots=shots, lora_request=lora, eos_ids=generation_eos_ids(path), sampling_params=vllm.SamplingParams)
