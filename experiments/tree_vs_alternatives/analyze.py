@@ -67,8 +67,8 @@ def paired(a: dict[str, bool], b: dict[str, bool]) -> dict:
 
 def tables(res, acct) -> str:
     seeds = sorted({s for (_, s, _) in res})
-    out = ["| arm | seed | round 0 | round 1 | round 2 | generated tokens (r1 + r2) | pairs / GRPO steps | train s |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| arm | seed | round 0 | round 1 | round 2 | generated tokens (r1 + r2) | tokens / b's | pairs / GRPO steps "
+           "| train s |", "|---|---|---|---|---|---|---|---|---|"]
     for arm in ARMS:
         for s in seeds:
             if (arm, s, LAST) not in res:
@@ -77,8 +77,12 @@ def tables(res, acct) -> str:
             toks = " + ".join(f"{r.get('generated_tokens', 0):,}" for r in rows)
             units = " + ".join(str(r.get("pairs" if arm not in ("g", "g4") else "train_steps") or "-") for r in rows)
             train = sum(r.get("train_s") or 0 for r in rows)
+            # The realised compute match, round by round: c and g are budgeted at b's tokens (g4 at 4x).
+            b_rows = [acct.get(("b", s, k), {}) for k in (1, 2)]
+            ratio = " / ".join(f"{r.get('generated_tokens', 0) / br['generated_tokens']:.2f}"
+                               if br.get("generated_tokens") else "-" for r, br in zip(rows, b_rows))
             out.append(f"| {arm} | {s} | {pct(acc(res[('base', s, 0)]))} | {pct(acc(res[(arm, s, 1)]))} | "
-                       f"{pct(acc(res[(arm, s, LAST)]))} | {toks} | {units} | {train:.0f} |")
+                       f"{pct(acc(res[(arm, s, LAST)]))} | {toks} | {ratio} | {units} | {train:.0f} |")
     out += ["", "| difference (round 2) | seed | n | A vs B | A - B (95% CI) | only A / only B right | p |",
             "|---|---|---|---|---|---|---|"]
     diff_header_end = len(out)

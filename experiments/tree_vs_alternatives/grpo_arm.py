@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from mcts_pref.tasks import is_answer_line, score
 
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 EVAL_TOKENS = 96
+STEP_SLACK = 1.5
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -79,14 +81,17 @@ def train_round(model_id: str, problems: list[dict], *, budget: int, lr: float, 
     from trl import GRPOConfig, GRPOTrainer
 
     from mcts_pref.policy import load_model
+    from mcts_pref.policy_spec import PolicySpec
 
     torch.manual_seed(seed)
-    base, tok = load_model(model_id, None, dtype="fp32", device="cpu")
+    base, tok = load_model(PolicySpec(model=model_id, dtype="fp32", device="cpu"))
     fmt = resolve_format("auto", tok)
     shots = load_shots(2, shots_from)
     rows = [{"prompt": format_prompt(p, tok, fmt, shots), "answer": str(p["answer"]), "task": p.get("task") or "math"}
             for p in problems]
-    steps = max(1, math.ceil(budget / (generations * est_tokens)))
+    # The budget callback is what ends training; max_steps (1.5x the estimate) only bounds it, so a
+    # round whose completions run shorter than the estimate still reaches its budget.
+    steps = max(1, math.ceil(STEP_SLACK * budget / (generations * est_tokens)))
     # One prompt per step; go round the problems as often as the budget needs, reshuffled each pass.
     rng = random.Random(seed)
     order: list[dict] = []
@@ -116,10 +121,13 @@ def train_round(model_id: str, problems: list[dict], *, budget: int, lr: float, 
     t0 = time.time()
     trainer.train()
     seconds = time.time() - t0
+    for old in (out / "adapter.tmp", out / "adapter"):  # a round killed after saving is redone whole
+        shutil.rmtree(old, ignore_errors=True)
     trainer.model.save_pretrained(str(out / "adapter.tmp"))
     os.replace(out / "adapter.tmp", out / "adapter")
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     return {"lr": lr, "budget_tokens": budget, "generated_tokens": reward.tokens, "completions": reward.completions,
+            "budget_reached": reward.tokens >= budget,
             "steps": trainer.state.global_step, "max_steps": steps, "train_s": round(seconds, 1),
             "reward_mean": reward.right / max(1, reward.completions), "reward_per_step": rewards}
 
@@ -151,7 +159,9 @@ def run_arm(a) -> None:
     for f in ("samples.jsonl", "scored.jsonl", "report.json"):  # round 0 is the shared base policy
         if not (run / "round-0" / f).exists() and (src / "round-0" / f).exists():
             (run / "round-0" / f).write_text((src / "round-0" / f).read_text())
-    est = mean_sample_tokens(src / "round-0" / "samples.jsonl")
+    # Completion length for max_steps: the base policy's greedy solutions of the validation split
+    # (written by `tune`), never test outputs.
+    est = mean_sample_tokens(Path(a.length_from))
     adapter = None
     for k in range(1, a.rounds + 1):
         r = run / f"round-{k}"
@@ -210,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     arm.add_argument("--lr", type=float, default=None)
     arm.add_argument("--lr-file", default="runs/tva/grpo-lr.json")
     arm.add_argument("--rounds", type=int, default=2)
+    arm.add_argument("--length-from", default="runs/tva/grpo-lr/base/samples.jsonl",
+                     help="samples whose mean length sets max_steps (validation problems)")
     tune = sub.add_parser("tune", help="pick the learning rate on a validation split")
     tune.add_argument("out")
     tune.add_argument("--problems", required=True, help="training problems (never test problems)")

@@ -68,6 +68,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     trains = {s: draw(s * 1000003, a.n_train, tmp) for s in a.seeds}
     banned = {r["question"] for rows in trains.values() for r in rows}
+    banned |= {r["question"] for r in draw(424242, 2, tmp)}  # the few-shot exemplars (arm.sh)
     for s in a.seeds:
         write(a.out / f"s{s}" / "train.jsonl", trains[s])
         test = take(draw(500000 + s * 1000003, 4 * a.n_test, tmp), banned, a.n_test, f"seed {s} test")
