@@ -62,7 +62,7 @@ def _peak_memory_mb() -> dict:
 
 
 def run_ours(args, pairs_path: str, workdir: Path) -> dict:
-    from mcts_pref.train_dpo import DpoConfig
+    from mcts_pref.dpo_config import DpoConfig
     from mcts_pref.train import METRICS, train
 
     cfg = DpoConfig(pairs=[pairs_path], model=args.model, out=str(workdir / "ours"), batch_size=args.batch_size,

@@ -23,7 +23,6 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -32,15 +31,12 @@ from mcts_pref.checkpoint import (
     CHECKPOINT, METRICS, TRAIN_CONFIG, clear_out, inspect_out, load_checkpoint, save_checkpoint,
 )
 from mcts_pref.console import console
+from mcts_pref.dpo_config import DpoConfig
 from mcts_pref.dpo import collate, dpo_loss, encode_pairs, sequence_logps, shared_prefix_logps
 from mcts_pref.policy import load_model
 from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.errors import MctsPrefError
 from mcts_pref.records import dumps, read_records
-
-# ``cfg`` below is a train_dpo.DpoConfig. train_dpo.py (the command) owns the config and imports
-# this module, so the config is named, not imported, here: imports run one way.
-Config = Any
 
 REF_CACHE = "ref_logps.pt"
 # Per-step metrics, means over the step's pairs (one metrics.jsonl row each).
@@ -49,7 +45,7 @@ REF_CACHE = "ref_logps.pt"
 METRIC_NAMES = ("loss", "reward_acc", "margin", "chosen_reward", "rejected_reward", "eps", "nll")
 
 
-def signature(cfg: Config, pair_hashes: list[str]) -> dict:
+def signature(cfg: DpoConfig, pair_hashes: list[str]) -> dict:
     """The knobs that decide the result; a resumed run must match them."""
     return {**cfg.result_knobs(), "pair_sha256": pair_hashes}
 
@@ -109,7 +105,7 @@ def epoch_batches(n: int, epoch: int, seed: int, batch_size: int, rank: int = 0,
 # --- model ---------------------------------------------------------------------
 
 
-def load_trainable(cfg: Config, device: str):
+def load_trainable(cfg: DpoConfig, device: str):
     """The base model wrapped in a trainable LoRA adapter (new, or ``--adapter`` continued)."""
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
@@ -144,7 +140,7 @@ def load_trainable(cfg: Config, device: str):
 # --- reference log-probs -------------------------------------------------------
 
 
-def _cache_key(cfg: Config, encoded: list[dict], model, mixed_precision: str) -> str:
+def _cache_key(cfg: DpoConfig, encoded: list[dict], model, mixed_precision: str) -> str:
     h = hashlib.sha256()
     base = model.get_base_model()
     meta = {"model": cfg.model, "path": str(getattr(base.config, "_name_or_path", "")), "dtype": cfg.dtype,
@@ -155,7 +151,7 @@ def _cache_key(cfg: Config, encoded: list[dict], model, mixed_precision: str) ->
     return h.hexdigest()
 
 
-def pick_logps(cfg: Config, accelerator):
+def pick_logps(cfg: DpoConfig, accelerator):
     """Encode each prompt once when we can: one process, no DeepSpeed, no gradient checkpointing."""
     from accelerate.utils import DistributedType
 
@@ -188,7 +184,7 @@ def _compute_reference(model, encoded: list[dict], batch_size: int, pad_id: int,
     return {"chosen": chosen, "rejected": rejected, "chosen_tokens": chosen_tokens, "rejected_tokens": rejected_tokens}
 
 
-def reference_logps(model, encoded, cfg: Config, accelerator, out: Path, pad_id: int) -> dict:
+def reference_logps(model, encoded, cfg: DpoConfig, accelerator, out: Path, pad_id: int) -> dict:
     """Reference (adapter disabled) log-probs of every pair, from OUT/ref_logps.pt when it matches."""
     import torch
 
@@ -218,7 +214,7 @@ def _progress(accelerator):
                     disable=not accelerator.is_main_process)
 
 
-def _write_train_config(out: Path, cfg: Config, files, sig: dict, extra: dict) -> None:
+def _write_train_config(out: Path, cfg: DpoConfig, files, sig: dict, extra: dict) -> None:
     import peft
     import torch
     import transformers
@@ -230,7 +226,7 @@ def _write_train_config(out: Path, cfg: Config, files, sig: dict, extra: dict) -
     (out / TRAIN_CONFIG).write_text(json.dumps(record, indent=1) + "\n")
 
 
-def train(cfg: Config) -> None:
+def train(cfg: DpoConfig) -> None:
     pairs, files = load_pairs(cfg.pairs, cfg.label_smoothing)
     if cfg.adapter and not (Path(cfg.adapter) / "adapter_config.json").exists():
         raise MctsPrefError(f"--adapter {cfg.adapter}: no adapter_config.json there (expected a train-dpo output dir)")
@@ -394,7 +390,7 @@ def _zero_stage(accelerator) -> int:
     return int(plugin.zero_stage) if plugin is not None else 0
 
 
-def _deepspeed_launch(cfg: Config) -> bool:
+def _deepspeed_launch(cfg: DpoConfig) -> bool:
     """True under ``accelerate launch`` with a DeepSpeed config; refuses what it cannot do there."""
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
         return False

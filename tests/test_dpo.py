@@ -13,7 +13,7 @@ from mcts_pref.cli import app
 from mcts_pref.dpo import collate, dpo_loss, encode_pairs, sequence_logps
 from mcts_pref.records import MctsPrefError
 from mcts_pref.train import epoch_batches
-from mcts_pref.train_dpo import DpoConfig
+from mcts_pref.dpo_config import DpoConfig
 from tests.conftest import read_jsonl, write_jsonl
 
 runner = CliRunner()

@@ -25,14 +25,13 @@ BENCHMARKS = PKG.parent / "benchmarks"
 PURE_CORES = {
     "mcts_pref.errors", "mcts_pref.tree", "mcts_pref.check", "mcts_pref.steps", "mcts_pref.pair_rules",
     "mcts_pref.stats", "mcts_pref.distinct", "mcts_pref.tasks", "mcts_pref.tasks.math", "mcts_pref.tasks.mcq",
-    "mcts_pref.tasks.verify", "mcts_pref.policy_spec",
+    "mcts_pref.tasks.verify", "mcts_pref.policy_spec", "mcts_pref.dpo_config",
 }
 HEAVY_OR_UI = {"typer", "click", "rich", "torch", "transformers", "vllm", "deepspeed", "accelerate", "peft"}
 # Modules that build commands without being one.
 COMMAND_BUILDERS = {"mcts_pref.cli", "mcts_pref.options", "mcts_pref.console"}
 # Benchmarks that still reach into a command module, each for a thing issue 23 moves out of it; shrink this.
 KNOWN_BENCHMARK_COMMAND_IMPORTS = {
-    ("dpo_vs_trl.py", "mcts_pref.train_dpo"),  # DpoConfig, to move beside the training loop (train.py)
     ("evaluate_throughput.py", "mcts_pref.evaluate"),  # score_samples / summarize, to move apart from the command
 }
 
