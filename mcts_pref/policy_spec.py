@@ -29,8 +29,8 @@ class PolicySpec:
     by vllm only.
     """
 
-    model: str = knob(DEFAULT_MODEL, "Base model: Hugging Face id, local dir, a .gguf file (converted once), or 'default' "
-                                 "(bundled SmolLM2-135M-Instruct).", short="-m")
+    model: str = knob(DEFAULT_MODEL, "Base model: Hugging Face id, local dir, a .gguf file (converted once), or "
+                                     "'default' (bundled SmolLM2-135M-Instruct).", short="-m")
     adapter: Optional[str] = knob(None, "LoRA adapter dir written by train-dpo (optional).", short="-a")
     dtype: str = knob("auto", "auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")
     load_in_4bit: bool = knob(False, "Load the base model 4-bit nf4 with bitsandbytes (QLoRA path).")

@@ -47,7 +47,6 @@ class HFBackend(Prefill, StepDecoder):
         super().__init__(tokenizer, spec, shots=shots, eos_ids=gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
         self.model = model
         self.max_batch_rows = max(1, spec.batch_rows)
-        kv_cache_mb = spec.kv_cache_mb
         self.device = next(model.parameters()).device
         params = inspect.signature(type(model).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -63,8 +62,8 @@ class HFBackend(Prefill, StepDecoder):
                                               judge_prompt(probe_q, "1", tokenizer, self.fmt))
         # The prefix cache, when the model's cache is plain per-layer KV (no sliding-window
         # truncation, no recurrent state): only then is a run of KV a function of its tokens.
-        if kv_cache_mb > 0 and self._plain_kv():
-            self.kv = PrefixCache(kv_cache_mb * 2**20)
+        if spec.kv_cache_mb > 0 and self._plain_kv():
+            self.kv = PrefixCache(spec.kv_cache_mb * 2**20)
             for header in (self.prompt_header, self.judge_header):
                 if header is not None:
                     self.kv.insert(header.ids, 0, lambda lo, hi, c=header.cache: row_kv(c, 0, lo, hi), owner=PINNED)
