@@ -35,6 +35,7 @@ from mcts_pref.tasks import is_answer_line, score
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 EVAL_TOKENS = 96
 STEP_SLACK = 1.5
+MCTS_PREF = [sys.executable, "-m", "mcts_pref"]  # this interpreter's mcts-pref, whatever is on PATH
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -136,10 +137,10 @@ def evaluate(model_id: str, test: Path, adapter: Path, out: Path, seed: int, sho
     """The same greedy ``sample`` + ``evaluate`` commands as every other arm."""
     shots = ["--shots", "2"] + (["--shots-from", shots_from] if shots_from else [])
     if not (out / "report.json").exists():
-        subprocess.run(["mcts-pref", "sample", str(test), "--model", model_id, "--adapter", str(adapter), *shots,
+        subprocess.run([*MCTS_PREF, "sample", str(test), "--model", model_id, "--adapter", str(adapter), *shots,
                         "--max-tokens", str(EVAL_TOKENS), "--seed", str(seed), "--out", str(out / "samples.jsonl")],
                        check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(["mcts-pref", "evaluate", str(out / "samples.jsonl"), "--out", str(out / "scored.jsonl"),
+        subprocess.run([*MCTS_PREF, "evaluate", str(out / "samples.jsonl"), "--out", str(out / "scored.jsonl"),
                         "--report", str(out / "report.json")], check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "report.json").read_text())
 
@@ -195,7 +196,7 @@ def run_tune(a) -> None:
         if not (r / "grpo.json").exists():
             if not (base / "samples.jsonl").exists():
                 # The length estimate for max_steps: greedy base-policy solutions of the validation problems.
-                subprocess.run(["mcts-pref", "sample", a.validation, "--model", a.model, "--shots", "2",
+                subprocess.run([*MCTS_PREF, "sample", a.validation, "--model", a.model, "--shots", "2",
                                 *(["--shots-from", a.shots_from] if a.shots_from else []), "--max-tokens",
                                 str(EVAL_TOKENS), "--out", str(base / "samples.jsonl")], check=True,
                                stdout=subprocess.DEVNULL)
