@@ -44,6 +44,16 @@ def tiny_model_dir(tmp_path_factory, default_model_dir) -> Path:
     return out
 
 
+def load_script(path: Path, name: str):
+    """A benchmark or experiment script (not a package module) imported by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path

@@ -8,7 +8,6 @@ not blocked: ``records.py`` imports it, so it travels as a wheel.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -16,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
@@ -23,14 +23,7 @@ ABSENT_ON_GPU_MACHINE = ("math_verify", "latex2sympy2_extended", "gguf", "reason
                          "bitsandbytes", "vllm", "deepspeed")
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gc = _module()
+gc = load_script(SCRIPT, "gpu_check")
 
 
 def _run(out: Path, *args: str) -> subprocess.CompletedProcess:

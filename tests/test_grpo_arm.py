@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, write_jsonl
+from tests.conftest import REPO, load_script, write_jsonl
 
 pytest.importorskip("trl")
 
 
 def load_driver():
-    spec = importlib.util.spec_from_file_location("grpo_arm", REPO / "experiments/tree_vs_alternatives/grpo_arm.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(REPO / "experiments/tree_vs_alternatives/grpo_arm.py", "grpo_arm")
 
 
 def test_reward_is_our_answer_checker_and_counts_tokens():

@@ -7,25 +7,17 @@ in one call, resumed from its cache) and on the tiny random model through the re
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ScriptedBackend
+from tests.conftest import ScriptedBackend, load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_values.py"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("step_values", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sv = _module()
+sv = load_script(SCRIPT, "step_values")
 
 
 def test_pair_verdict_compares_success_estimates():
