@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
