@@ -8,13 +8,17 @@ issue-23 refactor, on CPU in fp32:
     mcts-pref search problems.jsonl --model default --seed 1 --iterations 2 [--value outcome,checker-gate]
 
 The wall-clock fields (``wall_s``, ``wall_share_s``) are cut from both sides
-because they vary from run to run; every other byte must match. A different
-torch build or CPU may round logits differently, so regenerate the fixture
-only on purpose, with the commands above, from a commit known to be right.
+because they vary from run to run; every other byte must match. The search
+runs on one thread (``OMP_NUM_THREADS=1``, as the fixture was recorded): with
+two, BLAS splits its sums differently, the log-probs differ in their last bits
+and a sample can flip. A different torch build or CPU may round logits
+differently too, so regenerate the fixture only on purpose, with the commands
+above, from a commit known to be right.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -38,6 +42,7 @@ def test_search_writes_the_golden_trees(tmp_path, default_model_dir, name, value
            "--device", "cpu", "--seed", "1", "--iterations", "2", "--out", str(out)]
     if value:
         cmd += ["--value", value]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
     assert without_timing(out.read_text()) == (GOLDEN / f"trees_{name}.jsonl").read_text()
