@@ -14,8 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from mcts_pref.evaluate import wilson_interval
-from mcts_pref.stats import sign_test_p
+from mcts_pref.stats import sign_test_p, wilson_interval
 
 
 def scored(path: Path) -> dict[str, bool]:
