@@ -15,7 +15,7 @@ import argparse
 import random
 import time
 
-from mcts_pref.evaluate import score_samples, summarize
+from mcts_pref.scoring import score_samples, summarize
 
 # Filler reasoning so extraction scans realistic text, not just one line.
 REASONING = (

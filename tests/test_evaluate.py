@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from mcts_pref.cli import app
 from mcts_pref import check
-from mcts_pref.evaluate import majority_correct, score_samples, step_check_rates, summarize, wilson_interval
+from mcts_pref.scoring import majority_correct, score_samples, step_check_rates, summarize
+from mcts_pref.stats import wilson_interval
 from mcts_pref.records import RecordError
 from mcts_pref.tasks.mcq import normalize_choices
 
@@ -420,7 +421,7 @@ def test_cli_steps_gives_the_checker_the_sample_merged_over_its_problem(tmp_path
 
     key = write_jsonl(tmp_path / "problems.jsonl", PROBLEMS)
     src = write_jsonl(tmp_path / "s.jsonl", [{"problem_id": "p1", "completion": "6 * 7 = 42\nThe answer is 42"}])
-    monkeypatch.setattr("mcts_pref.evaluate.check.check_steps", spy)
+    monkeypatch.setattr("mcts_pref.scoring.check.check_steps", spy)
     result, scored = run_cli(src, "--answer-key", key, "--steps")
     assert result.exit_code == 0, result.output
     (steps, problem), = seen

@@ -31,9 +31,7 @@ HEAVY_OR_UI = {"typer", "click", "rich", "torch", "transformers", "vllm", "deeps
 # Modules that build commands without being one.
 COMMAND_BUILDERS = {"mcts_pref.cli", "mcts_pref.options", "mcts_pref.console"}
 # Benchmarks that still reach into a command module, each for a thing issue 23 moves out of it; shrink this.
-KNOWN_BENCHMARK_COMMAND_IMPORTS = {
-    ("evaluate_throughput.py", "mcts_pref.evaluate"),  # score_samples / summarize, to move apart from the command
-}
+KNOWN_BENCHMARK_COMMAND_IMPORTS: set[tuple[str, str]] = set()
 
 
 def command_modules() -> set[str]:
