@@ -22,7 +22,7 @@ from mcts_pref import options as O
 from mcts_pref import check
 from mcts_pref.console import console, stage
 from mcts_pref.errors import MctsPrefError
-from mcts_pref.records import RecordWriter, read_many
+from mcts_pref.records import RecordWriter, iter_records, validate
 from mcts_pref.steps import split_steps
 from mcts_pref.tasks import resolve_task
 
@@ -36,8 +36,7 @@ def has_false_step(sample: dict) -> bool:
 def instance_pairs(samples: list[dict], per_problem: int = 1, seed: int = 0, checked: bool = False) -> list[dict]:
     by_problem: dict[str, list[dict]] = defaultdict(list)
     for s in samples:
-        if "correct" not in s:
-            raise MctsPrefError(f"sample of problem {s['problem_id']!r} has no 'correct': run `mcts-pref evaluate` first")
+        validate(s, "scored", f"sample of problem {s['problem_id']!r}")
         by_problem[str(s["problem_id"])].append(s)
     pairs = []
     for pid in sorted(by_problem):
@@ -68,7 +67,11 @@ def command(
     out: O.OutReplaced = None,
 ) -> None:
     """Instance-level pairs (correct vs wrong whole solution) from scored samples: the DPO baseline."""
-    recs = read_many(samples, "sample")
+    recs = []
+    for path in samples:
+        for line, rec in iter_records(path, "sample"):
+            validate(rec, "scored", path, line)
+            recs.append(rec)
     pairs = instance_pairs(recs, per_problem=per_problem, seed=seed, checked=checked)
     with RecordWriter(out) as w:
         w.write_many(pairs)

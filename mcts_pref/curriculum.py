@@ -27,7 +27,7 @@ import typer
 
 from mcts_pref.console import console, stage
 from mcts_pref.errors import MctsPrefError, RecordError
-from mcts_pref.records import RecordWriter, iter_records
+from mcts_pref.records import RecordWriter, iter_records, read_problems
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,7 @@ def read_scored(paths: list[str], problem_ids: set[str], problems_path: str) -> 
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for path in paths:
         shown = "<stdin>" if path == "-" else path
-        for line, rec in iter_records(path):
-            if "problem_id" not in rec:
-                raise RecordError(shown, line, "scored sample is missing required key 'problem_id'")
-            if not isinstance(rec.get("correct"), bool):
-                raise RecordError(shown, line, "'correct' must be true or false; score the samples with "
-                                               "`mcts-pref evaluate` first")
+        for line, rec in iter_records(path, "scored"):
             pid = str(rec["problem_id"])
             if pid not in problem_ids:
                 raise RecordError(shown, line, f"problem {pid!r} is not in {problems_path}")
@@ -155,15 +150,8 @@ def command(
     cfg = Config(*parse_band(band), limit=limit)
     if problems == "-" and "-" in scored:
         raise MctsPrefError("only one of SCORED and --problems can be - (stdin)")
-    problem_recs: list[dict] = []
-    first_line: dict[str, int] = {}
-    for line, rec in iter_records(problems, "problem"):
-        pid = str(rec["id"])
-        if pid in first_line:
-            raise RecordError(problems, line, f"problem id {pid!r} appears again (first at line {first_line[pid]})")
-        first_line[pid] = line
-        problem_recs.append(rec)
-    counts = read_scored(scored, set(first_line), problems)
+    problem_recs = read_problems(problems)
+    counts = read_scored(scored, {str(p["id"]) for p in problem_recs}, problems)
     if not counts:
         raise MctsPrefError(f"no scored samples in {', '.join(scored)}")
     kept, unsampled = select(problem_recs, counts, cfg)

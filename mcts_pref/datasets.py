@@ -49,7 +49,7 @@ from mcts_pref.console import console, stage
 from mcts_pref.options import OutReplaced, Shard
 from mcts_pref.prompts import question_text
 from mcts_pref.errors import MctsPrefError, RecordError
-from mcts_pref.records import RecordWriter, iter_records, read_records, shard as take_shard
+from mcts_pref.records import RecordWriter, UniqueIds, iter_records, read_problems, shard as take_shard
 from mcts_pref.tasks.math import last_boxed
 from mcts_pref.tasks.mcq import normalize_choices  # the one choices normaliser (evaluate uses it too)
 
@@ -168,16 +168,14 @@ def read_file_problems(source: str, path: str) -> list[dict]:
     """Import a whole file; the first bad line stops it with path:line."""
     convert = FILE_IMPORTERS[source]
     shown = "<stdin>" if path == "-" else path
-    problems, seen = [], {}
+    problems, ids = [], UniqueIds(path)
     for line, rec in iter_records(path):
         try:
             # Index = line number - 1, so ids stay put when blank lines move.
             problem = convert(rec, line - 1)
         except ValueError as e:
             raise RecordError(shown, line, str(e)) from None
-        if problem["id"] in seen:
-            raise RecordError(shown, line, f"duplicate id {problem['id']!r} (first on line {seen[problem['id']]})")
-        seen[problem["id"]] = line
+        ids.add(problem["id"], line)
         problems.append(problem)
     return problems
 
@@ -329,7 +327,7 @@ def load_problems(
     if size is not None or seed is not None or config:
         raise MctsPrefError("--size, --seed and --config apply only to gym:<task> sources")
     if source == "problems":
-        return read_records(path, "problem")
+        return read_problems(path)
     return read_file_problems(source, path)
 
 

@@ -11,7 +11,7 @@ import typer
 from mcts_pref import options as O
 from mcts_pref.console import console, stage
 from mcts_pref.errors import MctsPrefError
-from mcts_pref.records import RecordWriter, iter_records, read_records
+from mcts_pref.records import RecordWriter, iter_records, read_problems
 
 
 def record_key(rec: dict) -> tuple:
@@ -72,7 +72,7 @@ def command(
     console.print(f"merged {len(merged)} records from {len(files)} files")
     if expect:
         have = {str(r.get("problem_id", r.get("id"))) for r in merged}
-        missing = [str(p["id"]) for p in read_records(expect, "problem") if str(p["id"]) not in have]
+        missing = [str(p["id"]) for p in read_problems(expect, unique=False) if str(p["id"]) not in have]
         if missing:
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             console.print(f"[yellow]missing {len(missing)} problem ids[/yellow]: {', '.join(missing[:10])}{more}")

@@ -19,7 +19,7 @@ every stage turns a text that follows another into the ids the policy emits.
 from __future__ import annotations
 
 from mcts_pref.errors import MctsPrefError
-from mcts_pref.records import read_records
+from mcts_pref.records import read_problems
 
 FORMATS = ("auto", "chat", "plain")
 
@@ -160,7 +160,7 @@ def load_shots(n: int, path: str | None) -> list[dict]:
         return []
     if path is None:
         return DEFAULT_SHOTS[:n]
-    shots = [p for p in read_records(path, "problem") if p.get("rationale")]
+    shots = [p for p in read_problems(path, unique=False) if p.get("rationale")]
     if not shots:
         raise MctsPrefError(f"{path}: no problem record has a 'rationale' to use as an exemplar")
     return shots[:n]

@@ -47,6 +47,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "sample": ("problem_id", "prompt", "completion", "steps", "policy"),
     "tree": ("problem_id", "policy", "config", "nodes", "path"),
     "pair": ("prompt", "chosen", "rejected", "problem_id"),
+    # A sample after `evaluate` (or any scorer): only what readers of scores need.
+    "scored": ("problem_id", "correct"),
 }
 # The key that identifies "done" work when a stage resumes.
 RESUME_KEY: dict[str, str] = {"problem": "id", "sample": "problem_id", "tree": "problem_id"}
@@ -136,7 +138,39 @@ def validate(rec: dict, kind: str, path: str | Path = "<record>", line: int | No
     check_version(rec, path, line)
     for key in REQUIRED[kind]:
         if key not in rec:
-            raise RecordError(_display(path), line, f"{kind} record is missing required key '{key}'")
+            hint = "; score the samples with `mcts-pref evaluate` first" if key == "correct" else ""
+            raise RecordError(_display(path), line, f"{kind} record is missing required key '{key}'{hint}")
+    if kind == "scored" and not isinstance(rec["correct"], bool):
+        raise RecordError(_display(path), line, f"'correct' must be true or false, got {rec['correct']!r}")
+
+
+class UniqueIds:
+    """The ids seen so far in one file; a repeat is an error naming both lines.
+
+    Problem ids key resuming (``RESUME_KEY``), answer keys and pairing, so
+    every reader of problems checks them with this one rule.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = _display(path)
+        self.first: dict[str, int | None] = {}
+
+    def add(self, pid, line: int | None) -> None:
+        key = str(pid)
+        if key in self.first:
+            raise RecordError(self.path, line, f"duplicate id {pid!r} (first on line {self.first[key]})")
+        self.first[key] = line
+
+
+def read_problems(path: str | Path, unique: bool = True) -> list[dict]:
+    """Problem records of ``path`` (``-`` = stdin), validated; with ``unique``, ids must not repeat."""
+    ids = UniqueIds(path) if unique else None
+    out = []
+    for line, rec in iter_records(path, "problem"):
+        if ids is not None:
+            ids.add(rec["id"], line)
+        out.append(rec)
+    return out
 
 
 def iter_records(path: str | Path, kind: str | None = None) -> Iterator[tuple[int, dict]]:

@@ -32,7 +32,8 @@ import typer
 
 from mcts_pref import html_report
 from mcts_pref.console import stage
-from mcts_pref.errors import MctsPrefError, RecordError
+from mcts_pref.errors import MctsPrefError
+from mcts_pref.records import validate
 from mcts_pref.stats import dersimonian_laird, paired_test, seed_summary
 
 BASE = "round-0"
@@ -62,8 +63,7 @@ def correctness(stage_dir: Path) -> dict[str, bool] | None:
         return None
     out: dict[str, bool] = {}
     for line, rec in _numbered(path):
-        if "problem_id" not in rec or not isinstance(rec.get("correct"), bool):
-            raise RecordError(path, line, "a scored sample needs 'problem_id' and a true/false 'correct'")
+        validate(rec, "scored", path, line)
         out.setdefault(str(rec["problem_id"]), rec["correct"])
     return out
 

@@ -16,7 +16,7 @@ from mcts_pref.options import options_from
 from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.prompts import load_shots
 from mcts_pref.errors import MctsPrefError
-from mcts_pref.records import RecordWriter, read_records, shard
+from mcts_pref.records import RecordWriter, read_problems, shard
 from mcts_pref.steps import split_steps
 from mcts_pref.tasks import resolve_task
 
@@ -114,7 +114,7 @@ def command(
     """
     cfg = SampleConfig(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, batch_problems=batch_problems,
                        seed=seed)
-    todo = shard(read_records(problems, "problem"), shard_spec)[:limit]
+    todo = shard(read_problems(problems), shard_spec)[:limit]
     exemplars = load_shots(policy.shots, policy.shots_from)
     with RecordWriter(out, resume_key="problem_id") as writer:
         todo = [p for p in todo if str(p["id"]) not in writer.done]

@@ -20,7 +20,7 @@ from mcts_pref.mcts import Config, new_stats, search_trees
 from mcts_pref.options import Out, Seed, Shard, options_from
 from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.prompts import load_shots
-from mcts_pref.records import RecordWriter, read_records, shard as take_shard
+from mcts_pref.records import RecordWriter, read_problems, shard as take_shard
 from mcts_pref.tree import without_term
 
 
@@ -85,13 +85,9 @@ def command(
         rollout_early_stop=rollout_early_stop, rollout_max_tokens=rollout_max_tokens,
         resample_duplicates=resample_duplicates, batch_trees=batch_trees, seed=seed,
     )
-    records = take_shard(read_records(problems, "problem"), shard)
+    records = take_shard(read_problems(problems), shard)  # ids unique: they key resuming
     if limit is not None:
         records = records[:limit]
-    ids = [str(p["id"]) for p in records]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise MctsPrefError(f"{problems}: problem id {dup!r} appears more than once; ids must be unique to resume")
     exemplars = load_shots(policy.shots, policy.shots_from)
     with RecordWriter(out, resume_key="problem_id") as writer:
         todo = [p for p in records if str(p["id"]) not in writer.done]

@@ -97,19 +97,23 @@ def test_errors_name_file_and_line(tmp_path):
     assert r.exit_code == 2 and f"{scored}:2: problem 'zz' is not in {probs}" in r.output
     unscored = write_jsonl(tmp_path / "raw.jsonl", [{"problem_id": "a", "correct": True}, {"problem_id": "a"}])
     r = runner.invoke(app, ["curriculum", str(unscored), "-p", str(probs)])
-    assert r.exit_code == 2 and f"{unscored}:2: 'correct' must be true or false" in r.output and "evaluate" in r.output
+    assert r.exit_code == 2 and f"{unscored}:2: scored record is missing required key 'correct'" in r.output
+    assert "mcts-pref evaluate" in r.output
+    odd = write_jsonl(tmp_path / "odd.jsonl", [{"problem_id": "a", "correct": 1}])
+    r = runner.invoke(app, ["curriculum", str(odd), "-p", str(probs)])
+    assert r.exit_code == 2 and f"{odd}:1: 'correct' must be true or false, got 1" in r.output
     strings = write_jsonl(tmp_path / "str.jsonl", [{"problem_id": "a", "correct": "true"}])
     r = runner.invoke(app, ["curriculum", str(strings), "-p", str(probs)])
     assert r.exit_code == 2 and f"{strings}:1:" in r.output
     no_id = write_jsonl(tmp_path / "noid.jsonl", [{"correct": True}])
     r = runner.invoke(app, ["curriculum", str(no_id), "-p", str(probs)])
-    assert r.exit_code == 2 and f"{no_id}:1: scored sample is missing required key 'problem_id'" in r.output
+    assert r.exit_code == 2 and f"{no_id}:1: scored record is missing required key 'problem_id'" in r.output
     empty = write_jsonl(tmp_path / "empty.jsonl", [])
     r = runner.invoke(app, ["curriculum", str(empty), "-p", str(probs)])
     assert r.exit_code == 2 and "no scored samples" in r.output
     dup = write_jsonl(tmp_path / "dup.jsonl", [{"id": "a", "question": "q", "answer": "1"}] * 2)
     r = runner.invoke(app, ["curriculum", str(scored), "-p", str(dup)])
-    assert r.exit_code == 2 and f"{dup}:2: problem id 'a' appears again (first at line 1)" in r.output
+    assert r.exit_code == 2 and f"{dup}:2: duplicate id 'a' (first on line 1)" in r.output
     r = runner.invoke(app, ["curriculum", str(scored)])
     assert r.exit_code == 2 and "--problems" in r.output
 

@@ -175,3 +175,36 @@ def test_writer_resume_reports_a_bad_middle_line_with_its_location(tmp_path):
     out.write_bytes(b'{"problem_id": "a"}\nnot json\n{"problem_id": "b"}\n')
     with pytest.raises(RecordError, match=r"out.jsonl:2: malformed JSON"):
         RecordWriter(out, resume_key="problem_id")
+
+
+def test_read_problems_refuses_a_repeated_id_naming_both_lines(tmp_path):
+    from mcts_pref.records import read_problems
+
+    p = tmp_path / "p.jsonl"
+    rows = [{"id": 7, "question": "q", "answer": "1"}, {"id": "8", "question": "q", "answer": "2"},
+            {"id": "7", "question": "q2", "answer": "3"}]  # 7 and "7" are one id: ids are compared as text
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(RecordError, match=r"p.jsonl:3: duplicate id '7' \(first on line 1\)"):
+        read_problems(p)
+    assert [r["id"] for r in read_problems(p, unique=False)] == [7, "8", "7"]
+
+
+def test_scored_kind_needs_a_boolean_correct():
+    validate({"problem_id": "a", "correct": False}, "scored")
+    with pytest.raises(RecordError, match="missing required key 'correct'; score the samples with `mcts-pref evaluate`"):
+        validate({"problem_id": "a"}, "scored", "s.jsonl", 4)
+    with pytest.raises(RecordError, match=r"s.jsonl:2: 'correct' must be true or false, got 'yes'"):
+        validate({"problem_id": "a", "correct": "yes"}, "scored", "s.jsonl", 2)
+
+
+def test_sample_refuses_repeated_problem_ids_before_loading_a_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from mcts_pref.cli import app
+
+    p = tmp_path / "p.jsonl"
+    p.write_text("\n".join(json.dumps({"id": "x", "question": "1+1?", "answer": "2"}) for _ in range(2)) + "\n")
+    out = tmp_path / "s.jsonl"
+    r = CliRunner().invoke(app, ["sample", str(p), "--model", str(tmp_path / "no-such-model"), "--out", str(out)])
+    assert r.exit_code == 2 and f"{p}:2: duplicate id 'x' (first on line 1)" in r.output
+    assert not out.exists()
