@@ -23,9 +23,10 @@ from tests.test_imports import MODULES, PKG, import_graph
 BENCHMARKS = PKG.parent / "benchmarks"
 
 PURE_CORES = {
-    "mcts_pref.errors", "mcts_pref.tree", "mcts_pref.check", "mcts_pref.steps", "mcts_pref.pair_rules",
-    "mcts_pref.stats", "mcts_pref.distinct", "mcts_pref.tasks", "mcts_pref.tasks.math", "mcts_pref.tasks.mcq",
-    "mcts_pref.tasks.verify", "mcts_pref.policy_spec", "mcts_pref.dpo_config",
+    "mcts_pref.errors", "mcts_pref.tree", "mcts_pref.check", "mcts_pref.claims", "mcts_pref.steps",
+    "mcts_pref.pair_rules", "mcts_pref.stats", "mcts_pref.distinct", "mcts_pref.tasks", "mcts_pref.tasks.math",
+    "mcts_pref.tasks.mcq", "mcts_pref.tasks.chain_sum", "mcts_pref.tasks.verify", "mcts_pref.policy_spec",
+    "mcts_pref.dpo_config",
 }
 HEAVY_OR_UI = {"typer", "click", "rich", "torch", "transformers", "vllm", "deepspeed", "accelerate", "peft"}
 # Modules that build commands without being one.

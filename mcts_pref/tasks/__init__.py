@@ -5,6 +5,10 @@ Pure functions, no model. Task families (the ``task`` field of a problem):
 - ``math`` (GSM8K, MATH, reasoning-gym arithmetic): see ``tasks.math``;
 - ``mcq`` (ARC, CommonsenseQA): see ``tasks.mcq``.
 
+A task's step rules live beside it too: ``tasks.chain_sum`` (reasoning-gym
+chain_sum's running total), which ``mcts_pref.check`` registers; this
+``__init__`` imports neither it nor ``check``, so imports stay acyclic.
+
 A missing task (``None`` or ``""``) means ``math``. Reasons returned with a
 verdict: ``None`` (an answer was compared), ``"no_answer"`` (nothing
 extractable), ``"timeout"`` (the symbolic checker ran out of time),
