@@ -1,8 +1,8 @@
 """The config of one `train-dpo` run, :class:`DpoConfig`: every knob, its default and its checks.
 
 The training loop (``train.py``) is typed by it; the command
-(``train_dpo.py``) builds it from its options, which take their defaults
-from here. Pure: no I/O, no typer, no torch.
+(``train_dpo.py``) builds its options from the fields here (each knob's
+help and default) and gets it built from them. Pure: no I/O, no typer, no torch.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from mcts_pref.errors import MctsPrefError
-from mcts_pref.policy_spec import PolicySpec
+from mcts_pref.policy_spec import PolicySpec, knob
 
 LOSS_TYPES = ("sigmoid", "ipo")
 # Knobs that steer a run but not its result: a --resume may change these, not the others.
@@ -21,74 +21,52 @@ RUN_CONTROL = ("max_steps", "save_every", "resume", "overwrite", "gradient_check
 class DpoConfig:
     """Every knob of one `train-dpo` run; the CLI options map one to one.
 
-    Parameters:
-        pairs (list[str]): pair JSONL files (several = replay of earlier rounds), in order.
-        model (str): base model: Hugging Face id, local dir, or ``default``.
-        out (str): output dir: the adapter, ``train_config.json``, ``metrics.jsonl``,
-            ``ref_logps.pt`` (reference cache) and ``checkpoint/``.
-        adapter (str | None = None): an adapter dir to keep training; the reference is
-            still the base model with adapters disabled.
-        loss (str = "sigmoid"): ``sigmoid`` (DPO / cDPO) or ``ipo``.
-        beta (float = 0.1): KL strength; rewards are ``beta * (log pi - log ref)``.
-        label_smoothing (float | None = None): override every pair's ``label_smoothing``
-            (eps in [0, 0.5]); None uses each pair's own value (0 when absent).
-        length_norm (bool = False): divide each log-prob by its token count.
-        nll_weight (float = 0.0): add this times the chosen step's negative log-likelihood per
-            token to the loss (TRL's ``rpo_alpha``): keeps the chosen step's own likelihood up,
-            which DPO alone often lets fall along with the rejected one. 0 is plain DPO.
-        terminal_eos (bool = True): end a step the pair marks terminal (``chosen_terminal`` /
-            ``rejected_terminal``) with EOS; other steps never get one (they are continuations).
-        max_length (int = 1024): tokens of prompt + step; longer prompts lose their start.
-        lora_r (int = 8), lora_alpha (int = 16), lora_dropout (float = 0.0): LoRA shape.
-        lora_targets (str = "q_proj,k_proj,v_proj,o_proj"): comma-separated module names.
-        lr (float = 5e-5): peak AdamW learning rate. LoRA wants roughly 10-50x a full
-            fine-tune's DPO rate (1e-6); higher overfits a few hundred pairs in 2 epochs.
-        weight_decay (float = 0.0): AdamW weight decay.
-        warmup_ratio (float = 0.1): fraction of steps of linear warmup before cosine decay to 0.
-        max_grad_norm (float = 1.0): gradient clipping (0 disables).
-        batch_size (int = 8): pairs per micro-batch per process (2x sequences per forward).
-        grad_accum (int = 1): micro-batches per optimizer step.
-        epochs (int = 2): passes over the pairs.
-        max_steps (int | None = None): stop once this many optimizer steps are done and save a
-            checkpoint; the schedule still spans ``epochs``, so ``--resume`` finishes the same run.
-        save_every (int = 0): write ``checkpoint/`` every N optimizer steps (0: only on an early stop).
-        resume (bool = False): continue from ``checkpoint/`` (start fresh when there is none).
-        overwrite (bool = False): replace a finished or interrupted run in ``out``.
-        gradient_checkpointing (bool = False): trade compute for activation memory.
-        seed (int = 0): LoRA init, shuffling (one permutation per epoch) and dropout.
-        dtype, load_in_4bit, trust_remote_code: as in :class:`~mcts_pref.policy_spec.PolicySpec`.
-        device (str = "auto"): auto | cpu | cuda (``cpu`` forces CPU). No ``cuda:N``: accelerate
-            places the model, so GPUs are picked with CUDA_VISIBLE_DEVICES or ``accelerate launch``.
+    A knob's meaning and default are its field's (the help of ``train-dpo``'s
+    option of the same name). The other fields are options or arguments the
+    command (``train_dpo.py``) declares itself: ``pairs`` (in order), ``out``
+    (the output dir), the shared ``seed`` and the policy's ``model``,
+    ``adapter``, ``dtype``, ``load_in_4bit``, ``trust_remote_code`` and
+    ``device``, as in :class:`~mcts_pref.policy_spec.PolicySpec`. An adapter is
+    trained further (the reference is still the base model with adapters
+    disabled); ``device`` has no ``cuda:N``, as accelerate places the model.
     """
 
     pairs: list[str]
     model: str
     out: str
     adapter: str | None = None
-    loss: str = "sigmoid"
-    beta: float = 0.1
-    label_smoothing: float | None = None
-    length_norm: bool = False
-    nll_weight: float = 0.0
-    terminal_eos: bool = True
-    max_length: int = 1024
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_targets: str = "q_proj,k_proj,v_proj,o_proj"
-    lr: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    epochs: int = 2
-    max_steps: int | None = None
-    save_every: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    gradient_checkpointing: bool = False
-    seed: int = 0
+    loss: str = knob("sigmoid", "sigmoid (DPO, cDPO with label smoothing) | ipo.")
+    beta: float = knob(0.1, "KL strength beta: rewards are beta * (log pi - log ref).")
+    label_smoothing: float | None = knob(None, "Override every pair's label_smoothing eps, in [0, 0.5] (0 = plain "
+                                               "DPO); default: each pair's own (0 when absent).")
+    length_norm: bool = knob(False, "Divide each log-prob by its token count.")
+    nll_weight: float = knob(0.0, "Add W x the chosen step's NLL per token to the loss (TRL's rpo_alpha; 0 = plain "
+                                  "DPO): keeps the chosen step's own likelihood up, which DPO alone often lets fall "
+                                  "along with the rejected one's.")
+    terminal_eos: bool = knob(True, "End steps the pair marks terminal (chosen_terminal / rejected_terminal) with "
+                                    "EOS; other steps never get one (they are continuations).")
+    max_length: int = knob(1024, "Max tokens of prompt + step; long prompts lose their start.")
+    lora_r: int = knob(8, "LoRA rank.")
+    lora_alpha: int = knob(16, "LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = knob(0.0, "LoRA dropout.")
+    lora_targets: str = knob("q_proj,k_proj,v_proj,o_proj", "Comma-separated module names LoRA wraps.")
+    lr: float = knob(5e-5, "Peak AdamW learning rate. LoRA wants roughly 10-50x a full fine-tune's DPO rate "
+                           "(1e-6); higher overfits a few hundred pairs in 2 epochs.")
+    weight_decay: float = knob(0.0, "AdamW weight decay.")
+    warmup_ratio: float = knob(0.1, "Fraction of steps of linear warmup before cosine decay to 0.")
+    max_grad_norm: float = knob(1.0, "Gradient clipping norm (0 disables).")
+    batch_size: int = knob(8, "Pairs per micro-batch per process (2x sequences per forward).")
+    grad_accum: int = knob(1, "Micro-batches per optimizer step.")
+    epochs: int = knob(2, "Passes over the pairs.")
+    max_steps: int | None = knob(None, "Stop after this many optimizer steps and save a checkpoint; the schedule "
+                                       "still spans --epochs, so --resume finishes the same run.")
+    save_every: int = knob(0, "Checkpoint every N optimizer steps into OUT/checkpoint (0: only when --max-steps "
+                              "stops the run early).")
+    resume: bool = knob(False, "Continue from OUT/checkpoint (fresh start if none).")
+    overwrite: bool = knob(False, "Replace a finished or interrupted run in OUT.")
+    gradient_checkpointing: bool = knob(False, "Recompute activations in backward: trades compute for activation "
+                                               "memory.")
+    seed: int = 0  # LoRA init, shuffling (one permutation per epoch) and dropout
     dtype: str = PolicySpec.dtype
     load_in_4bit: bool = PolicySpec.load_in_4bit
     trust_remote_code: bool = PolicySpec.trust_remote_code

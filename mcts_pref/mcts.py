@@ -41,6 +41,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator, Optional
 from mcts_pref.check import step_verdict
 from mcts_pref.distinct import EXHAUSTED, mass_left
 from mcts_pref.errors import MctsPrefError
+from mcts_pref.policy_spec import knob
 from mcts_pref.prompts import judge_question
 from mcts_pref.steps import STEP_CAP, Step
 from mcts_pref.tasks import resolve_task, score
@@ -59,49 +60,36 @@ ROLLOUT_SEED = 500_009  # offsets the rollout sampling stream of a round from it
 class Config:
     """Every search knob; each tree record carries them all under ``config``.
 
-    iterations (int, 5): MCTS iterations per search root; 4x at the problem root.
-    children (int, 3): k, steps sampled when expanding a node below the problem root.
-    root_children (int, 5): steps sampled for the first step (the problem root).
-    c_puct (float, 1.0): exploration weight c in ``Q + c * p * sqrt(N_parent) / (1 + N)``.
-    lam (float, 1.25): length penalty in the prior ``p = exp(sum log pi / L**lam)``.
-    depth_limit (int, 4): an iteration creates nodes at most this many steps below the current search root.
-    max_depth (int, 12): most steps in a solution; a non-terminal step there is forced terminal, O = -1.
-    max_step_tokens (int, 64): token cap of one step.
-    max_tokens_per_tree (int | None, None): close a tree once it generated this many tokens (None: no cap).
-    temperature (float, 0.7): sampling temperature of expansions and rollouts.
-    top_p (float, 0.95): nucleus sampling of expansions and rollouts.
-    value (str, "self-eval=1,outcome=1"): value terms and weights, ``TERM[=WEIGHT],...``; terms:
-        self-eval, outcome, rollout, checker, checker-gate (see tree.py). The default is the paper's.
-    rollouts (int, 4): K, completions per node for the ``rollout`` term.
-    rollout_early_stop (bool, False): stop a node's rollouts at the first success; its rollout value
-        is then +1 (can still succeed) or -1.
-    rollout_max_tokens (int, 128): token cap of one rollout.
-    resample_duplicates (int, 1): extra sampling rounds an expansion spends replacing duplicate
-        siblings (0: duplicates just merge, the paper code's behaviour); a backend that samples without
-        replacement draws them from the law conditioned on differing from every step drawn so far, and
-        its first round draws only ceil(k/2) children (the rest come without replacement).
-    batch_trees (int, 16): trees in flight; their expansions share one backend call per round.
-    seed (int, 0): round r of the driver samples with seed ``seed * 1_000_003 + r``.
+    A knob's meaning and default are its field's (the help of ``search``'s
+    option of the same name); ``seed`` is ``search``'s shared ``--seed``.
     """
 
-    iterations: int = 5
-    children: int = 3
-    root_children: int = 5
-    c_puct: float = 1.0
-    lam: float = 1.25
-    depth_limit: int = 4
-    max_depth: int = 12
-    max_step_tokens: int = 64
-    max_tokens_per_tree: Optional[int] = None
-    temperature: float = 0.7
-    top_p: float = 0.95
-    value: str = "self-eval=1,outcome=1"
-    rollouts: int = 4
-    rollout_early_stop: bool = False
-    rollout_max_tokens: int = 128
-    resample_duplicates: int = 1
-    batch_trees: int = 16
-    seed: int = 0
+    iterations: int = knob(5, "MCTS iterations per search root (x4 at the problem root).")
+    children: int = knob(3, "Steps sampled per expansion below the root (k).")
+    root_children: int = knob(5, "Steps sampled for the first step (the problem root).")
+    c_puct: float = knob(1.0, "PUCT exploration weight c, in Q + c * p * sqrt(N_parent) / (1 + N).")
+    lam: float = knob(1.25, "Length penalty of the prior: p = exp(sum log pi / L**lam).")
+    depth_limit: int = knob(4, "An iteration grows nodes at most this many steps below the current search root.")
+    max_depth: int = knob(12, "Most steps in a solution; a non-terminal step at that depth is forced terminal, "
+                                "outcome -1.")
+    max_step_tokens: int = knob(64, "Token cap of one step.")
+    max_tokens_per_tree: Optional[int] = knob(None, "Close a tree after this many generated tokens (default: no cap).")
+    temperature: float = knob(0.7, "Sampling temperature of expansions and rollouts.")
+    top_p: float = knob(0.95, "Nucleus sampling threshold of expansions and rollouts.")
+    value: str = knob("self-eval=1,outcome=1", "Value terms TERM[=WEIGHT],... summed into a node's value. Terms: "
+                      "self-eval (the policy's P(correct)), outcome (+1/-1 at terminal nodes), rollout (mean outcome "
+                      "of --rollouts completions), checker (sum of step-checker verdicts on the path), checker-gate "
+                      "(-1 once a step on the path is false). Default: the paper's.")
+    rollouts: int = knob(4, "K: completions per node for the rollout term.")
+    rollout_early_stop: bool = knob(False, "Stop a node's rollouts at its first success (value +1, else -1).")
+    rollout_max_tokens: int = knob(128, "Token cap of one rollout.")
+    resample_duplicates: int = knob(1, "Extra sampling rounds an expansion spends replacing duplicate siblings "
+                                       "(0: duplicates only merge, the paper code's behaviour). On the hf backend "
+                                       "they are drawn without replacement (from the law conditioned on differing "
+                                       "from every step drawn so far), and the first round draws only half the "
+                                       "children (rounded up).")
+    batch_trees: int = knob(16, "Trees searched together; their expansions share one model call per round.")
+    seed: int = 0  # round r of the driver samples with seed ``seed * 1_000_003 + r`` (round_seed)
     weights: dict = field(init=False)  # the parsed --value
 
     def __post_init__(self) -> None:

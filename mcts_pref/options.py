@@ -20,29 +20,44 @@ def option(cls: type, name: str, **override) -> object:
     """The typer annotation of the option for field ``name`` of ``cls`` (its default: ``cls.name``).
 
     ``override`` replaces keys of the field's metadata (``help``, ``short``),
-    for a command whose knob means something narrower there.
+    for a command whose knob means something narrower there. A bool is a flag
+    (``--name``), or ``--name/--no-name`` when it defaults to True (a flag
+    that is on already could not be turned off).
     """
     f = next(f for f in fields(cls) if f.name == name)
     meta = {**f.metadata, **override}
-    decls = [f"--{name.replace('_', '-')}"] + ([meta["short"]] if meta.get("short") else [])
     typ = get_type_hints(cls)[name]
+    flag = name.replace("_", "-")
+    decls = [f"--{flag}/--no-{flag}" if typ is bool and f.default is True else f"--{flag}"]
+    decls += [meta["short"]] if meta.get("short") else []
     return Annotated[typ, typer.Option(*decls, help=meta["help"])]
 
 
-def options_from(cls: type, param: str, *, order: Sequence[str] | None = None) -> Callable:
+def options_from(cls: type, param: str, *, order: Sequence[str] | None = None,
+                 exclude: Sequence[str] = ()) -> Callable:
     """Decorator: the command's parameter ``param`` becomes one option per field of ``cls``.
 
     The options stand where ``param`` stands, in field order; ``order`` (all
     parameter names, the command's own and the fields) places them otherwise,
     for a command whose help has always listed them interleaved. The command
     is called with ``param=cls(**those options)``.
+
+    Fields with ``init=False`` are no options (the class computes them). Nor
+    are the fields named in ``exclude``: the command declares each itself (an
+    argument, a required option, a shared or another config's option), and
+    its value goes into ``cls`` as well as to the command.
     """
+    unknown = set(exclude) - {f.name for f in fields(cls)}
+    if unknown:
+        raise TypeError(f"exclude names no field of {cls.__name__}: {sorted(unknown)}")
 
     def wrap(fn: Callable) -> Callable:
         sig = inspect.signature(fn, eval_str=True)  # typer reads the annotations as objects
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls) if f.init]
         made = []
         for f in fields(cls):
+            if not f.init or f.name in exclude:
+                continue
             if f.default is MISSING:
                 raise TypeError(f"{cls.__name__}.{f.name} needs a default to be an option")
             made.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
@@ -60,7 +75,7 @@ def options_from(cls: type, param: str, *, order: Sequence[str] | None = None) -
 
         @functools.wraps(fn)
         def command(*args, **kwargs):
-            spec = cls(**{n: kwargs.pop(n) for n in names if n in kwargs})
+            spec = cls(**{n: kwargs[n] if n in exclude else kwargs.pop(n) for n in names if n in kwargs})
             return fn(*args, **{param: spec}, **kwargs)
 
         command.__signature__ = sig.replace(parameters=params)

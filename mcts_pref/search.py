@@ -8,6 +8,7 @@ resuming, progress and the summary line.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Annotated, Optional
 
 import typer
@@ -32,44 +33,25 @@ def drop_term(spec: str, term: str) -> str:
     return ",".join(kept)
 
 
-def _opt(flag: str, help: str):
-    return typer.Option(flag, help=help)
-
-
-_D = Config()
+# Where the help has always listed the options: --no-self-eval (no Config field) right after --value.
+_ORDER = ("problems", "policy", "iterations", "children", "root_children", "c_puct", "lam", "depth_limit", "max_depth",
+          "max_step_tokens", "max_tokens_per_tree", "temperature", "top_p", "value", "no_self_eval", "rollouts",
+          "rollout_early_stop", "rollout_max_tokens", "resample_duplicates", "batch_trees", "seed", "shard", "limit",
+          "out")
 
 
 @stage
 @options_from(PolicySpec, "policy")
+@options_from(Config, "cfg", order=_ORDER, exclude=("seed",))
 def command(
     problems: Annotated[str, typer.Argument(help="Problem records (JSONL path, or - for stdin).")],
     policy: PolicySpec,
-    iterations: Annotated[int, _opt("--iterations", "MCTS iterations per search root (x4 at the problem root).")] = _D.iterations,
-    children: Annotated[int, _opt("--children", "Steps sampled per expansion below the root (k).")] = _D.children,
-    root_children: Annotated[int, _opt("--root-children", "Steps sampled for the first step.")] = _D.root_children,
-    c_puct: Annotated[float, _opt("--c-puct", "PUCT exploration weight c.")] = _D.c_puct,
-    lam: Annotated[float, _opt("--lam", "Length penalty of the prior: p = exp(sum log pi / L**lam).")] = _D.lam,
-    depth_limit: Annotated[int, _opt("--depth-limit", "An iteration grows nodes at most this many steps below the current search root.")] = _D.depth_limit,
-    max_depth: Annotated[int, _opt("--max-depth", "Most steps in a solution; deeper is forced terminal, outcome -1.")] = _D.max_depth,
-    max_step_tokens: Annotated[int, _opt("--max-step-tokens", "Token cap of one step.")] = _D.max_step_tokens,
-    max_tokens_per_tree: Annotated[Optional[int], _opt("--max-tokens-per-tree", "Close a tree after this many generated tokens.")] = _D.max_tokens_per_tree,
-    temperature: Annotated[float, _opt("--temperature", "Sampling temperature.")] = _D.temperature,
-    top_p: Annotated[float, _opt("--top-p", "Nucleus sampling threshold.")] = _D.top_p,
-    value: Annotated[str, _opt("--value", "Value terms TERM[=WEIGHT],... summed into a node's value. Terms: self-eval "
-                               "(the policy's P(correct)), outcome (+1/-1 at terminal nodes), rollout (mean outcome of "
-                               "--rollouts completions), checker (sum of step-checker verdicts on the path), checker-gate "
-                               "(-1 once a step on the path is false). Default: the paper's.")] = _D.value,
-    no_self_eval: Annotated[bool, _opt("--no-self-eval", "Drop self-eval from --value (the paper's outcome-only ablation).")] = False,
-    rollouts: Annotated[int, _opt("--rollouts", "K: completions per node for the rollout term.")] = _D.rollouts,
-    rollout_early_stop: Annotated[bool, _opt("--rollout-early-stop", "Stop a node's rollouts at its first success (value +1, else -1).")] = _D.rollout_early_stop,
-    rollout_max_tokens: Annotated[int, _opt("--rollout-max-tokens", "Token cap of one rollout.")] = _D.rollout_max_tokens,
-    resample_duplicates: Annotated[int, _opt("--resample-duplicates", "Extra sampling rounds an expansion spends replacing "
-                                             "duplicate siblings (0: duplicates only merge). On the hf backend they are drawn "
-                                             "without replacement, and the first round draws only half the children.")] = _D.resample_duplicates,
-    batch_trees: Annotated[int, _opt("--batch-trees", "Trees searched together; their expansions share one model call.")] = _D.batch_trees,
-    seed: Seed = _D.seed,
+    cfg: Config,
+    no_self_eval: Annotated[bool, typer.Option(
+        "--no-self-eval", help="Drop self-eval from --value (the paper's outcome-only ablation).")] = False,
+    seed: Seed = Config.seed,  # into cfg too (exclude=)
     shard: Shard = None,
-    limit: Annotated[Optional[int], _opt("--limit", "Search only the first N problems (after --shard).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Search only the first N problems (after --shard).")] = None,
     out: Out = None,
 ) -> None:
     """Grow an MCTS tree of reasoning steps per problem and write one tree record each.
@@ -77,14 +59,8 @@ def command(
     Trees are written as they finish; rerunning with the same --out skips
     problems already there.
     """
-    cfg = Config(
-        iterations=iterations, children=children, root_children=root_children, c_puct=c_puct, lam=lam,
-        depth_limit=depth_limit, max_depth=max_depth, max_step_tokens=max_step_tokens,
-        max_tokens_per_tree=max_tokens_per_tree, temperature=temperature, top_p=top_p,
-        value=drop_term(value, "self-eval") if no_self_eval else value, rollouts=rollouts,
-        rollout_early_stop=rollout_early_stop, rollout_max_tokens=rollout_max_tokens,
-        resample_duplicates=resample_duplicates, batch_trees=batch_trees, seed=seed,
-    )
+    if no_self_eval:
+        cfg = replace(cfg, value=drop_term(cfg.value, "self-eval"))
     records = take_shard(read_problems(problems), shard)  # ids unique: they key resuming
     if limit is not None:
         records = records[:limit]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Optional
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
+from mcts_pref.dpo_config import DpoConfig
+from mcts_pref.mcts import Config
 from mcts_pref.options import options_from
 from mcts_pref.policy_spec import PolicySpec, knob
 
@@ -63,8 +65,49 @@ def test_a_field_without_default_cannot_be_an_option():
         options_from(NoDefault, "k")(lambda k: None)
 
 
+@dataclass
+class Run:
+    path: str  # no default: the command declares it
+    steps: int = knob(2, "Steps to run.")
+    fast: bool = knob(True, "Go fast.")
+    seed: int = 0
+    label: str = field(init=False)  # computed, no option
+
+    def __post_init__(self) -> None:
+        self.label = f"{self.path}:{self.steps}"
+
+
+def test_excluded_fields_come_from_the_commands_own_parameters_and_init_false_ones_are_skipped():
+    seen = []
+
+    @options_from(Run, "job", exclude=("path", "seed"))
+    def command(path: Annotated[str, typer.Argument()], *, job: Run,
+                seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0) -> None:
+        seen.append((path, job, seed))
+
+    assert run(command, "p", "--steps", "5", "--no-fast", "--seed", "3").exit_code == 0
+    assert run(command, "q").exit_code == 0
+    assert [(r.path, r.steps, r.fast, r.seed, r.label) for _, r, _ in seen] == [("p", 5, False, 3, "p:5"),
+                                                                                 ("q", 2, True, 0, "q:2")]
+    assert [(p, s) for p, _, s in seen] == [("p", 3), ("q", 0)]  # and they still reach the command
+    text = run(command, "--help").output
+    assert "--fast" in text and "--no-fast" in text and "--label" not in text and "--path" not in text
+    with pytest.raises(TypeError, match="exclude names no field"):
+        options_from(Run, "job", exclude=("paht",))
+
+
 def test_every_policy_knob_has_its_help_and_default_once():
     for f in fields(PolicySpec):
         assert f.metadata["help"].strip(), f.name
     assert PolicySpec().policy_id == "default"
     assert PolicySpec(model="m", adapter="a").policy_id == "m+a"
+
+
+@pytest.mark.parametrize("cls, own", [
+    (Config, {"seed"}),
+    (DpoConfig, {"pairs", "model", "out", "adapter", "seed", "dtype", "load_in_4bit", "trust_remote_code", "device"}),
+])
+def test_every_search_and_train_knob_has_its_help_in_its_field(cls, own):
+    """The stage configs' knobs carry their help; the rest are the command's own (or computed)."""
+    without = {f.name for f in fields(cls) if f.init and not f.metadata.get("help", "").strip()}
+    assert without == own
