@@ -182,7 +182,6 @@ def mc_pair_quality(backend, pairs: list[dict], problems: dict, prompts: dict, r
                     estimate[rec["key"]] = (rec["successes"], rec["rollouts"])
                     tokens += rec["tokens"]
     todo = sorted((k for k in sides if k not in estimate), key=lambda k: (sides[k][2], k))  # a problem's sides together
-    release = getattr(backend, "release", None)
     for call, lo in enumerate(range(0, len(todo), batch)):
         keys = todo[lo:lo + batch]
         pids = sorted({sides[k][2] for k in keys})
@@ -205,9 +204,8 @@ def mc_pair_quality(backend, pairs: list[dict], problems: dict, prompts: dict, r
         if cache is not None:
             with cache.open("a") as f:
                 f.write("".join(lines))
-        if release is not None:
-            for pid in pids:
-                release(prompts[pid])
+        for pid in pids:
+            backend.release(prompts[pid])
         print(f"mc rollouts: {min(lo + batch, len(todo))}/{len(todo)} sides", file=sys.stderr)
     verdicts = [pair_verdict(estimate[c], estimate[r]) for c, r in pair_keys]
     gaps = [float(Fraction(*estimate[c]) - Fraction(*estimate[r])) for c, r in pair_keys]

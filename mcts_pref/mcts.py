@@ -347,7 +347,7 @@ def search_trees(
     todo = iter(problems)
     active: list[_InFlight] = []
     round_ix = 0
-    without_replacement = getattr(backend, "samples_without_replacement", False)
+    without_replacement = backend.samples_without_replacement
     while True:
         t0 = time.perf_counter()
         while len(active) < cfg.batch_trees and (problem := next(todo, None)) is not None:
@@ -407,11 +407,9 @@ def search_trees(
         share = (time.perf_counter() - t0) / len(active)
         for tree in active:
             tree.stats["wall_share_s"] += share
-        release = getattr(backend, "release", None)  # a backend with a prefix cache frees a finished tree's blocks
         for tree in active:
             if tree.request is None:
-                if release is not None:
-                    release(tree.record["prompt"])
+                backend.release(tree.record["prompt"])  # a backend with a prefix cache frees the tree's blocks
                 tree.stats["wall_share_s"] = round(tree.stats["wall_share_s"], 4)
                 yield tree.record
         active = [t for t in active if t.request is not None]

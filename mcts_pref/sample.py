@@ -81,9 +81,8 @@ def sample_problems(backend, problems: list[dict], *, k: int, temperature: float
                     rec["source"] = p["source"]  # the step checker's task rules are looked up by source
                 recs.append(rec)
             writer.write_many(recs)
-        release = getattr(backend, "release", None)  # a backend with a prefix cache frees the batch's blocks
-        for prompt in prompts if release is not None else ():
-            release(prompt)
+        for prompt in prompts:
+            backend.release(prompt)  # a backend with a prefix cache frees the batch's blocks
         if on_batch:
             on_batch(len(batch))
 

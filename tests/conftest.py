@@ -81,6 +81,7 @@ class ScriptedBackend:
     """
 
     policy_id = "scripted"
+    samples_without_replacement = False  # repeats are merged and asked for again by the search
 
     def __init__(self, script: dict[str, list[str]], evals: dict[str, float] | None = None, default=("more\n",),
                  completions: dict[str, list[str]] | None = None):
@@ -117,6 +118,9 @@ class ScriptedBackend:
     def self_evaluate(self, questions, partials):
         self.self_eval_calls.append(list(partials))
         return [self.evals.get(p, 0.5) for p in partials]
+
+    def release(self, prompt):
+        """No prefix cache: nothing to free."""
 
 
 def scripted_step(text: str) -> Step:

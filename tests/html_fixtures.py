@@ -28,6 +28,7 @@ def says_answer(completion: str, problem: dict) -> bool:
 
 class ArithmeticBackend:
     policy_id = "arith"
+    samples_without_replacement = False
 
     def __init__(self, seed: int = 0):
         self.seed, self.calls, self.stats = seed, 0, {"tokens": 0}
@@ -58,6 +59,9 @@ class ArithmeticBackend:
 
     def self_evaluate(self, questions, partials):
         return [0.5 for _ in partials]
+
+    def release(self, prompt):
+        """No prefix cache: nothing to free."""
 
 
 def problems(n: int, seed: int = 0) -> list[dict]:

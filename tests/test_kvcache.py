@@ -116,6 +116,18 @@ def backends(tiny_model_dir):
     return on, off
 
 
+def test_the_backend_and_its_prefiller_share_one_cache(backends):
+    """``backend.kv`` is the prefiller's cache: switching it (as benchmarks do) switches both."""
+    on, off = backends
+    assert on.prefill.kv is on.kv and off.prefill.kv is None
+    saved, on.kv = on.kv, None
+    try:
+        assert on.prefill.kv is None
+    finally:
+        on.kv = saved
+    assert on.prefill.kv is saved
+
+
 def full_logits(backend, texts):
     """Each text's last-position logits from its own forward pass: no cache, no padding."""
     out = []
@@ -136,7 +148,7 @@ def test_cached_prefill_matches_full_prefill(backends):
     ids = [list(b.tok(t, add_special_tokens=b._add_special).input_ids) for t in texts]
     hits = b.kv.stats["hit_tokens"]
     with torch.inference_mode():
-        last, _, _, spans = b._prefill_cached(ids, [None] * len(ids))
+        last, _, _, spans = b.prefill.cached(ids, [None] * len(ids))
     torch.testing.assert_close(last, full_logits(b, texts), rtol=1e-4, atol=1e-4)
     # The generated step's KV was kept, all but its last token's (never fed back): a child's prefix
     # is cached as far as its tokens agree with what was generated (a random model's text may

@@ -179,9 +179,9 @@ def test_shared_prefill_matches_one_level(tiny_model_dir, fmt):
     texts = [judge_prompt(q, p, b.tok, b.fmt) for q, p in partials]
     for header in (b.judge_header, None):
         before = b.stats["prefill_tokens"]
-        one, _, _ = b._prefill(texts, header)
+        one, _, _ = b.prefill(texts, header)
         mid = b.stats["prefill_tokens"]
-        two, _, mask = b._prefill(texts, header, share=True)
+        two, _, mask = b.prefill(texts, header, share=True)
         assert b.stats["prefill_tokens"] - mid < mid - before  # sharing encoded fewer tokens
         torch.testing.assert_close(two, one, rtol=1e-4, atol=1e-4)
     assert b.self_evaluate([q for q, _ in partials], [p for _, p in partials]) == pytest.approx(

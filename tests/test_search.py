@@ -138,6 +138,23 @@ def test_trees_batch_into_one_call_per_round():
     assert recs[0]["stats"]["forward_calls"] == 2 * recs[0]["stats"]["expand_calls"]
 
 
+def test_each_finished_tree_is_released_once():
+    """The driver tells the backend (Backend.release) when each tree is done, with the tree's prompt."""
+
+    class Recording(ScriptedBackend):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.released: list[str] = []
+
+        def release(self, prompt):
+            self.released.append(prompt)
+
+    backend = Recording(SCRIPT)
+    problems = [dict(P1, id=f"p{i}", question=f"What is 3 + 4 + 2? (copy {i})") for i in range(3)]
+    recs = _run(backend, problems, batch_trees=2, **SMALL)
+    assert sorted(backend.released) == sorted(r["prompt"] for r in recs) and len(set(backend.released)) == 3
+
+
 def test_trees_share_the_rounds_wall_time():
     """Per-tree wall_s overlap (trees are in flight together); wall_share_s splits each driver round
     among the trees in it, so it sums to the search's own time."""

@@ -23,6 +23,9 @@ __all__ = ["ANSWER", "EOS", "LENGTH", "STEP", "STEP_CAP", "TERMINAL_FINISHES", "
 class Backend(Protocol):
     policy_id: str  # e.g. "default" or "HuggingFaceTB/SmolLM2-135M-Instruct+runs/a/round-1/adapter"
     stats: dict  # running counters: "tokens" generated, "forward_calls", ... (for reports)
+    #: True when ``expand`` takes ``exclude=`` and draws those rows without replacement
+    #: (the transformers backend); search then stages expansions and passes ``exclude``.
+    samples_without_replacement: bool
 
     def format_prompt(self, problem: dict) -> str:
         """The prompt text for a problem record (question, task, choices)."""
@@ -63,6 +66,14 @@ class Backend(Protocol):
 
     def self_evaluate(self, questions: Sequence[str], partials: Sequence[str]) -> list[float]:
         """P("correct") in [0, 1] the policy gives each partial solution of its question."""
+        ...
+
+    def release(self, prompt: str) -> None:
+        """The tree (or sample batch) of ``prompt``, a :meth:`format_prompt` result, is done.
+
+        Search calls it once per finished tree, ``sample`` once per prompt of a written batch:
+        a backend with a prefix cache drops what only that tree used; others do nothing.
+        """
         ...
 
 
@@ -116,6 +127,9 @@ class StepDecoder:
                  max_tokens: int, seed: int | None = None, tasks: Sequence[str] | None = None) -> list[list[Step]]:
         """``n[i]`` whole solutions per prefix: stop at an answer line, EOS, or ``max_tokens``."""
         return self._checked_decode(prefixes, n, temperature, top_p, max_tokens, True, seed, tasks)
+
+    def release(self, prompt: str) -> None:
+        """Nothing cached per tree here (vLLM manages its own prefix cache); HFBackend overrides it."""
 
     def _checked_decode(self, prefixes, n, temperature, top_p, max_new, whole, seed, tasks, exclude=None) -> list[list[Step]]:
         if len(prefixes) != len(n) or (tasks is not None and len(tasks) != len(n)):

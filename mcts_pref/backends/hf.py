@@ -12,6 +12,8 @@ Across calls, a :class:`mcts_pref.backends.kvcache.PrefixCache` (``kv_cache_mb``
 a radix tree of token runs: the next expansion of a child, its rollouts and its
 judgement prompt encode only what is not cached yet. With ``kv_cache_mb=0``
 only the exemplar and judgement headers are reused (prefilled once at start).
+The prefills themselves are a :class:`mcts_pref.backends.prefill.Prefiller` the
+backend owns (``self.prefill``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from mcts_pref.backends.base import StepDecoder
 from mcts_pref.backends.kvcache import PrefixCache
-from mcts_pref.backends.prefill import Header, Prefill, row_kv
+from mcts_pref.backends.prefill import Header, Prefiller, row_kv
 from mcts_pref.distinct import TrieNode, build_trie
 from mcts_pref.policy_spec import PolicySpec
 from mcts_pref.prompts import judge_prompt, judge_question
@@ -35,7 +37,7 @@ TOP_K_FIRST = 256  # top-p sampling looks for the nucleus among this many tokens
 PINNED = ("header",)  # the owner of the headers' cached runs: never released, evicted last
 
 
-class HFBackend(Prefill, StepDecoder):
+class HFBackend(StepDecoder):
     """A :class:`mcts_pref.backends.base.Backend` over a transformers causal LM."""
 
     samples_without_replacement = True
@@ -50,23 +52,36 @@ class HFBackend(Prefill, StepDecoder):
         self.device = next(model.parameters()).device
         params = inspect.signature(type(model).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.kv: PrefixCache | None = None
         self._live: dict[str, int] = {}  # prompt of a live tree -> how many live trees have it
         self._judge_owner: dict[str, str] = {}  # judge_question of a live tree -> its prompt
         # Every prompt starts with the same system text and exemplars, and every
         # judgement prompt with the same instruction: prefill each once, reuse its KV.
+        # (Templates, not trees: formatted without the live-tree bookkeeping of format_prompt.)
         probe_q = "What is 12 + 3?"
-        self.prompt_header = self._make_header(self.format_prompt({"question": SENTINEL}),
-                                               self.format_prompt({"question": probe_q}))
+        template = super().format_prompt
+        self.prompt_header = self._make_header(template({"question": SENTINEL}), template({"question": probe_q}))
         self.judge_header = self._make_header(judge_prompt(SENTINEL, "1", tokenizer, self.fmt),
                                               judge_prompt(probe_q, "1", tokenizer, self.fmt))
         # The prefix cache, when the model's cache is plain per-layer KV (no sliding-window
         # truncation, no recurrent state): only then is a run of KV a function of its tokens.
+        kv = None
         if spec.kv_cache_mb > 0 and self._plain_kv():
-            self.kv = PrefixCache(spec.kv_cache_mb * 2**20)
+            kv = PrefixCache(spec.kv_cache_mb * 2**20)
             for header in (self.prompt_header, self.judge_header):
                 if header is not None:
-                    self.kv.insert(header.ids, 0, lambda lo, hi, c=header.cache: row_kv(c, 0, lo, hi), owner=PINNED)
+                    kv.insert(header.ids, 0, lambda lo, hi, c=header.cache: row_kv(c, 0, lo, hi), owner=PINNED)
+        # The forward is looked up per call, so a wrapper put on self._forward (a timer, a test's
+        # spy) sees the prefills too.
+        self.prefill = Prefiller(tokenizer, self._add_special, self.device, lambda **kw: self._forward(**kw), kv)
+
+    @property
+    def kv(self) -> PrefixCache | None:
+        """The prefix cache (None: off); the prefiller holds it, so setting it here switches both."""
+        return self.prefill.kv
+
+    @kv.setter
+    def kv(self, cache: PrefixCache | None) -> None:
+        self.prefill.kv = cache
 
     @torch.inference_mode()
     def _make_header(self, template: str, probe: str) -> Header | None:
@@ -172,11 +187,11 @@ class HFBackend(Prefill, StepDecoder):
     def _decode_rows(self, prefixes, n, tasks, temperature, top_p, max_new, whole, gen, exclude=None) -> list[list[Step]]:
         kv = self.kv
         if kv is None:
-            last, cache, mask = self._prefill(prefixes, self.prompt_header)
+            last, cache, mask = self.prefill(prefixes, self.prompt_header)
         else:
             ids = [list(x) for x in self.tok(list(prefixes), add_special_tokens=self._add_special).input_ids]
             owners = [self._owner(p) for p in prefixes]
-            last, cache, mask, spans = self._prefill_cached(ids, owners)
+            last, cache, mask, spans = self.prefill.cached(ids, owners)
         # Shared prefix: encode once, then copy its KV rows to its k continuations.
         expand_idx = torch.repeat_interleave(torch.arange(len(prefixes), device=self.device),
                                              torch.tensor(list(n), device=self.device))
@@ -204,7 +219,7 @@ class HFBackend(Prefill, StepDecoder):
                 i = source[r]
                 # Rollouts (whole solutions) are not future prefixes: keep only their prefix.
                 tail = [] if whole else cutters[r].tokens[:made]
-                self._keep(cache, a, ids[i] + tail, spans[i], owners[i])
+                self.prefill.keep(cache, a, ids[i] + tail, spans[i], owners[i])
 
         for t in range(max_new):
             adjust = None
@@ -288,16 +303,16 @@ class HFBackend(Prefill, StepDecoder):
             chunk = prompts[i:i + self.max_batch_rows]
             if self.kv is None:
                 # Siblings' judgement prompts differ only in their last step: share the rest.
-                logits, _, _ = self._prefill(chunk, self.judge_header, share=True)
+                logits, _, _ = self.prefill(chunk, self.judge_header, share=True)
             else:
                 # A child's judgement prompt extends its parent's up to the parent's last step:
                 # cached from the parent's own judgement, so mostly only the new step is encoded.
                 ids = [list(x) for x in self.tok(chunk, add_special_tokens=self._add_special).input_ids]
                 owners = [self._judge_owner.get(q) for q in questions[i:i + self.max_batch_rows]]
-                self._share_uncached(ids, owners)
-                logits, cache, _, spans = self._prefill_cached(ids, owners)
+                self.prefill.share_uncached(ids, owners)
+                logits, cache, _, spans = self.prefill.cached(ids, owners)
                 for r, (x, span, owner) in enumerate(zip(ids, spans, owners)):
-                    self._keep(cache, r, x, span, owner)
+                    self.prefill.keep(cache, r, x, span, owner)
             two = torch.softmax(logits.float()[:, self.judge_ids], dim=-1)
             scores.extend(two[:, 1].tolist())
         return scores

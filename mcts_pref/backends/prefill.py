@@ -1,25 +1,27 @@
 """Prefill for the transformers backend: encode many prompts in one forward pass, reusing KV.
 
-Three ways to skip re-encoding a prompt's start, used by :class:`mcts_pref.backends.hf.HFBackend`:
+A :class:`Prefiller` is owned by :class:`mcts_pref.backends.hf.HFBackend` (as ``backend.prefill``)
+and built with what it needs: the tokenizer, the special-token rule, the device, the model call
+and the prefix cache. Three ways to skip re-encoding a prompt's start:
 
 - a :class:`Header` (system prompt + exemplars, or the judgement template) prefilled
   once and copied to every row;
 - share groups: rows that start with the same tokens (siblings' judgement prompts)
-  encode them once, then each row its own rest (:meth:`Prefill._prefill_shared`);
+  encode them once, then each row its own rest (:meth:`Prefiller._shared`);
 - the cross-call prefix cache (:class:`mcts_pref.backends.kvcache.PrefixCache`):
   each row's cached runs go into a left-padded past and only the rest is encoded
-  (:meth:`Prefill._prefill_cached`).
+  (:meth:`Prefiller.cached`).
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from mcts_pref.backends.kvcache import common_length
+from mcts_pref.backends.kvcache import PrefixCache, common_length
 
 MIN_SHARED = 8  # prompts sharing at least this many leading tokens are prefilled as a group
 MIN_SAVED = 64  # tokens a first, shared prefill must save to pay for its extra forward pass (CPU, small model)
@@ -38,22 +40,31 @@ class Header:
         return len(self.ids)
 
 
-class Prefill:
-    """The prefill half of the transformers backend (a mixin).
+class Prefiller:
+    """The prefill half of the transformers backend.
 
-    Needs ``self.tok`` (the tokenizer), ``self._add_special``, ``self.device``,
-    ``self._forward(**kw)`` (a model call that returns logits and the cache) and
-    ``self.kv`` (a :class:`~mcts_pref.backends.kvcache.PrefixCache`, or None).
+    ``tokenizer`` and ``add_special`` (whether it adds special tokens) turn texts into ids;
+    ``device`` is where the inputs go; ``forward(**kw)`` is the model call (inputs, attention
+    mask, positions, ``cache=``, ``logits_to_keep=``) that returns logits and the cache; ``kv``
+    is the :class:`~mcts_pref.backends.kvcache.PrefixCache` (None: off), which
+    :meth:`cached`, :meth:`share_uncached` and :meth:`keep` need.
     """
 
-    def _prefill(self, texts: Sequence[str], header: Header | None, share: bool = False):
+    def __init__(self, tokenizer, add_special: bool, device, forward: Callable, kv: PrefixCache | None):
+        self.tok = tokenizer
+        self.add_special = add_special
+        self.device = device
+        self.forward = forward
+        self.kv = kv
+
+    def __call__(self, texts: Sequence[str], header: Header | None, share: bool = False):
         """One forward pass over left-padded ``texts``; returns (last logits, cache, attention mask).
 
         With a header that every text starts with, only the rest is encoded:
         the header's KV is copied to each row and padding sits between the
         header and the rest, which the attention mask and positions account for.
         With ``share``, texts that start with the same tokens (the judgement
-        prompts of siblings) encode those once: see :meth:`_prefill_shared`.
+        prompts of siblings) encode those once: see :meth:`_shared`.
         """
         ids = self._token_ids(texts, header)
         if ids is None:
@@ -62,12 +73,12 @@ class Prefill:
         if share and len(texts) > 1:
             groups = share_groups(ids)
             if groups is not None:
-                return self._prefill_shared(ids, groups, header)
+                return self._shared(ids, groups, header)
         tokens, smask = self._left_pad(ids)
         mask = torch.cat([smask.new_ones(len(texts), base), smask], dim=1)
         pos = base + (smask.cumsum(-1) - 1).clamp(min=0)
-        res = self._forward(input_ids=tokens, attention_mask=mask, position_ids=pos,
-                            cache=self._header_cache(header, len(texts)), logits_to_keep=1)
+        res = self.forward(input_ids=tokens, attention_mask=mask, position_ids=pos,
+                           cache=self._header_cache(header, len(texts)), logits_to_keep=1)
         return res.logits[:, -1, :], getattr(res, "cache", None) or res.past_key_values, mask
 
     def _token_ids(self, texts: Sequence[str], header: Header | None) -> list[list[int]] | None:
@@ -80,7 +91,7 @@ class Prefill:
         """
         if header is not None and not all(t.startswith(header.text) for t in texts):
             return None
-        full = [list(x) for x in self.tok(list(texts), add_special_tokens=self._add_special).input_ids]
+        full = [list(x) for x in self.tok(list(texts), add_special_tokens=self.add_special).input_ids]
         if header is None:
             return full
         if any(x[: header.length] != header.ids for x in full):
@@ -108,8 +119,8 @@ class Prefill:
                 mask[i, width - len(x):] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _prefill_shared(self, ids: list[list[int]], groups: list[tuple[int, list[int]]], header: Header | None):
-        """:meth:`_prefill` in two levels: each group's shared tokens once, then every row's own rest.
+    def _shared(self, ids: list[list[int]], groups: list[tuple[int, list[int]]], header: Header | None):
+        """A prefill (:meth:`__call__`) in two levels: each group's shared tokens once, then every row's own rest.
 
         Level 1 encodes one row per group (its shared prefix) on top of the
         header; its KV is then copied to the group's members, and level 2
@@ -126,7 +137,7 @@ class Prefill:
         cache = self._header_cache(header, len(groups))
         mask1 = torch.cat([m1.new_ones(len(groups), base), m1], dim=1)
         pos1 = base + (m1.cumsum(-1) - 1).clamp(min=0)
-        res = self._forward(input_ids=ids1, attention_mask=mask1, position_ids=pos1, cache=cache, logits_to_keep=1)
+        res = self.forward(input_ids=ids1, attention_mask=mask1, position_ids=pos1, cache=cache, logits_to_keep=1)
         cache = getattr(res, "cache", None) or res.past_key_values
 
         sel = torch.tensor(row_group, device=self.device)
@@ -134,10 +145,10 @@ class Prefill:
         ids2, m2 = self._left_pad([ids[r][groups[row_group[r]][0]:] for r in range(n)])
         mask = torch.cat([mask1[sel], m2], dim=1)
         pos2 = base + m1.sum(-1)[sel][:, None] + (m2.cumsum(-1) - 1).clamp(min=0)
-        res = self._forward(input_ids=ids2, attention_mask=mask, position_ids=pos2, cache=cache, logits_to_keep=1)
+        res = self.forward(input_ids=ids2, attention_mask=mask, position_ids=pos2, cache=cache, logits_to_keep=1)
         return res.logits[:, -1, :], getattr(res, "cache", None) or res.past_key_values, mask
 
-    def _prefill_cached(self, ids: list[list[int]], owners: Sequence[str | None]):
+    def cached(self, ids: list[list[int]], owners: Sequence[str | None]):
         """One forward pass over ``ids`` that encodes only what the prefix cache lacks.
 
         Row i's cached runs (``m_i`` tokens, always leaving at least its last token
@@ -172,12 +183,12 @@ class Prefill:
         mask = torch.cat([pmask, rmask], dim=1)
         m_t = torch.tensor(matched, device=self.device)[:, None]
         pos = m_t + (rmask.cumsum(-1) - 1).clamp(min=0)
-        res = self._forward(input_ids=tokens, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
+        res = self.forward(input_ids=tokens, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
         total = mask.shape[1]
         spans = [(m, total - len(r)) for m, r in zip(matched, rest)]
         return res.logits[:, -1, :], getattr(res, "cache", None) or res.past_key_values, mask, spans
 
-    def _share_uncached(self, ids: list[list[int]], owners: Sequence[str | None]) -> None:
+    def share_uncached(self, ids: list[list[int]], owners: Sequence[str | None]) -> None:
         """Encode once, and cache, what one tree's rows share beyond the cache (its question and steps).
 
         A tree's rows (siblings' judgement prompts) share their longest common prefix; it is
@@ -201,11 +212,11 @@ class Prefill:
                 saved += (len(rows) - 1) * (plen - cached)
         if saved < MIN_SAVED:
             return
-        _, cache, _, spans = self._prefill_cached(reps, rep_owners)
+        _, cache, _, spans = self.cached(reps, rep_owners)
         for r, (x, span, owner) in enumerate(zip(reps, spans, rep_owners)):
-            self._keep(cache, r, x, span, owner)
+            self.keep(cache, r, x, span, owner)
 
-    def _keep(self, cache, row: int, ids: list[int], span: tuple[int, int], owner: str | None) -> None:
+    def keep(self, cache, row: int, ids: list[int], span: tuple[int, int], owner: str | None) -> None:
         """Cache the KV of ``ids``; from token ``span[0]`` on it sits in ``cache`` row ``row``, columns ``span[1]`` on."""
         m, col = span
         self.kv.insert(ids, m, lambda lo, hi: row_kv(cache, row, col + lo - m, col + hi - m), owner=owner)

@@ -126,6 +126,8 @@ class _Row:
 class VLLMBackend(StepDecoder):
     """A :class:`mcts_pref.backends.base.Backend` over a ``vllm.LLM``; see the module docs."""
 
+    samples_without_replacement = False  # no expand(exclude=): search merges repeats and redraws them
+
     def __init__(self, llm, tokenizer, spec: PolicySpec, *, shots=None, lora_request=None, eos_ids: Sequence[int] = (),
                  sampling_params: Callable | None = None):
         super().__init__(tokenizer, spec, shots=shots, eos_ids=eos_ids)
