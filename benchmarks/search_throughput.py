@@ -115,13 +115,12 @@ def _one(tasks, i):
 class Counting:
     """Counts the backend calls the driver makes."""
 
-    # The driver's merge-and-redraw, as this benchmark has measured it so far; the wrapped
-    # backend's own value would measure staged expansions without replacement instead.
-    samples_without_replacement = False
-
     def __init__(self, backend):
         self.inner, self.policy_id, self.stats = backend, backend.policy_id, backend.stats
         self.calls = 0
+        # As a real search runs: the hf backend's staged expansions without replacement. Before
+        # 2026-12-08 a getattr read False here, so earlier "search" numbers measured merge-and-redraw.
+        self.samples_without_replacement = backend.samples_without_replacement
 
     def format_prompt(self, problem):
         return self.inner.format_prompt(problem)
